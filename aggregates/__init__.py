@@ -1,0 +1,1 @@
+"""The pure domain: aggregates, their events and their rules. No I/O here."""

@@ -1,0 +1,44 @@
+"""The FastAPI application. Nothing connects at import time: the lifespan
+builds every connection from the settings it is given."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from api.errors import install_error_handlers
+from api.request_context import RequestIdMiddleware
+from api.routes import health
+from infra.bootstrap import open_services
+from infra.settings import Settings, load_settings
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; with no settings given, read them from the environment."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await run_in_threadpool(open_services, settings)
+        app.state.services = services
+        try:
+            await services.connect_messaging(name="chronik-api")
+            yield
+        finally:
+            await services.aclose()
+
+    app = FastAPI(
+        title="Chronik",
+        version="1",
+        summary="Event-sourced team journals: commands, reads, delta sync, webhooks, audit.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,106 @@
+"""The one error envelope: ``{"error": {"code", "message", "details"?}, "request_id"}``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.responses import OrjsonResponse
+
+__all__ = ["ApiError", "error_response", "install_error_handlers"]
+
+log = structlog.get_logger(__name__)
+
+_STATUS_CODES = {
+    400: "MALFORMED",
+    401: "UNAUTHENTICATED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    410: "GONE",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
+    503: "UNAVAILABLE",
+}
+
+
+class ApiError(Exception):
+    """Raised anywhere in a request to answer with the envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = headers
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: dict[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> OrjsonResponse:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    request_id = getattr(request.state, "request_id", None)
+    return OrjsonResponse(
+        {"error": error, "request_id": request_id}, status_code=status, headers=headers
+    )
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"], "type": err["type"]}
+        for err in exc.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> OrjsonResponse:
+        return error_response(
+            request, exc.status, exc.code, exc.message, details=exc.details, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> OrjsonResponse:
+        errors = _field_errors(exc)
+        if any(e["type"] == "json_invalid" for e in errors):
+            return error_response(request, 400, "MALFORMED", "the body is not valid JSON")
+        return error_response(
+            request, 422, "VALIDATION_ERROR", "the request has invalid fields",
+            details={"fields": errors},
+        )  # fmt: skip
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> OrjsonResponse:
+        code = _STATUS_CODES.get(exc.status_code, "ERROR")
+        message = exc.detail if isinstance(exc.detail, str) else code.lower()
+        return error_response(request, exc.status_code, code, message, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> OrjsonResponse:
+        log.exception("unhandled error", path=request.url.path)
+        return error_response(request, 500, "INTERNAL", "an internal error occurred")

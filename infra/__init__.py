@@ -1,0 +1,1 @@
+"""Settings, storage, messaging and the bootstrap that wires them."""

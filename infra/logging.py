@@ -1,0 +1,91 @@
+"""Structured JSON logs. Request and correlation ids come from context
+variables; anything that looks like a secret is redacted before output."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+
+__all__ = ["configure_logging", "redact"]
+
+_SECRET_KEYS = re.compile(r"(pass(word)?|secret|token|authorization|api_?key|cookie)", re.I)
+_SECRET_VALUES = [
+    re.compile(r"chk_[A-Za-z0-9]+_[A-Za-z0-9_-]+"),  # API keys
+    re.compile(r"whsec_[A-Za-z0-9+/=_-]+"),  # webhook secrets
+    re.compile(r"(?<=://)([^:/@\s]+):([^@\s]+)@"),  # credentials in URLs
+    re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+"),
+]
+REDACTED = "[REDACTED]"
+
+
+def _redact_text(text: str) -> str:
+    for pattern in _SECRET_VALUES:
+        text = pattern.sub(
+            lambda m: f"{m.group(1)}:{REDACTED}@" if m.re.groups >= 2 else REDACTED, text
+        )
+    return text
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """A copy of ``value`` with secrets replaced by [REDACTED]."""
+    if key and _SECRET_KEYS.search(key) and value is not None:
+        return REDACTED
+    if isinstance(value, str):
+        return _redact_text(value)
+    if isinstance(value, Mapping):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+def _redact_processor(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    return {k: redact(v, k) for k, v in event_dict.items()}
+
+
+def _orjson_dumps(value: Any, **_: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """Route structlog and stdlib logging (uvicorn, psycopg) through one JSON renderer."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        _redact_processor,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True

@@ -1,0 +1,41 @@
+"""NATS connection and JetStream naming, from settings."""
+
+from __future__ import annotations
+
+import nats
+import structlog
+from nats.aio.client import Client
+
+from infra.settings import Settings
+
+__all__ = ["connect_nats", "stream_name", "subject_prefix"]
+
+log = structlog.get_logger(__name__)
+
+
+def subject_prefix(settings: Settings) -> str:
+    return settings.nats_namespace
+
+
+def stream_name(settings: Settings, purpose: str) -> str:
+    """E.g. ``CHRONIK_EVENTS``; tests give each run its own namespace."""
+    return f"{settings.nats_namespace}_{purpose}".upper()
+
+
+async def connect_nats(settings: Settings, *, name: str) -> Client:
+    """Connect and keep reconnecting forever: NATS being down must not stop commands."""
+    if settings.nats_url is None:
+        raise RuntimeError("CHRONIK_NATS_URL is not set and no embedded server was started")
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("NATS connection error", error=str(exc))
+
+    return await nats.connect(
+        settings.nats_url,
+        name=name,
+        error_cb=on_error,
+        connect_timeout=5,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        allow_reconnect=True,
+    )

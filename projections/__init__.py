@@ -1,0 +1,1 @@
+"""Read models and feeds built from the event log."""

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CHRONIK = str(Path(sys.executable).parent / "chronik")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CHRONIK_DATABASE_URL", "not a url"),
+        ("CHRONIK_NATS_URL", "http://x"),
+        ("CHRONIK_HTTP_PORT", "eighty"),
+    ],
+)
+def test_a_bad_setting_exits_with_one_clear_line(variable: str, value: str) -> None:
+    env = os.environ | {variable: value}
+    result = subprocess.run(
+        [CHRONIK, "migrate"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"chronik: invalid setting {variable}")
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_database_exits_with_one_line_and_no_password() -> None:
+    env = os.environ | {"CHRONIK_DATABASE_URL": "postgresql://app:hunter2@127.0.0.1:1/x"}
+    result = subprocess.run(
+        [CHRONIK, "migrate"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("chronik: cannot reach PostgreSQL")
+    assert "hunter2" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_migrate_applies_and_reports(database_url: str) -> None:
+    env = os.environ | {"CHRONIK_DATABASE_URL": database_url}
+    result = subprocess.run(
+        [CHRONIK, "migrate"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "applied 0 migration(s)" in result.stdout  # the test database is already migrated

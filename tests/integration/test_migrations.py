@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from infra.db import PostgresTarget
+from infra.migrations import MigrationError, available_migrations, migrate
+
+# The schema an empty database must have after migrating: table -> columns.
+EXPECTED_COLUMNS = {
+    "chronik_events": {
+        "originator_id": "uuid",
+        "originator_version": "bigint",
+        "topic": "text",
+        "state": "bytea",
+        "notification_id": "bigint",
+    },
+    "schema_migrations": {
+        "version": "integer",
+        "name": "text",
+        "checksum": "text",
+        "applied_at": "timestamp with time zone",
+    },
+}
+EXPECTED_INDEXES = {"chronik_events_pkey", "chronik_events_notification_id_idx"}
+
+
+def _conninfo(url: str) -> str:
+    return PostgresTarget.from_url(url).conninfo()
+
+
+def _columns(conninfo: str) -> dict[str, dict[str, str]]:
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position"
+        ).fetchall()
+    tables: dict[str, dict[str, str]] = {}
+    for table, column, data_type in rows:
+        tables.setdefault(table, {})[column] = data_type
+    return tables
+
+
+def test_migrating_an_empty_database_gives_the_expected_schema(empty_database_url: str) -> None:
+    conninfo = _conninfo(empty_database_url)
+    applied = migrate(conninfo)
+    assert [m.version for m in applied] == [m.version for m in available_migrations()]
+    assert _columns(conninfo) == EXPECTED_COLUMNS
+    with psycopg.connect(conninfo) as conn:
+        indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes").fetchall()}
+        types = {r[0] for r in conn.execute("SELECT typname FROM pg_type").fetchall()}
+    assert indexes >= EXPECTED_INDEXES
+    assert "stored_event_uuid" in types
+
+
+def test_migrations_are_numbered_without_gaps() -> None:
+    versions = [m.version for m in available_migrations()]
+    assert versions == list(range(1, len(versions) + 1))
+
+
+def test_a_second_run_applies_nothing(empty_database_url: str) -> None:
+    conninfo = _conninfo(empty_database_url)
+    migrate(conninfo)
+    assert migrate(conninfo) == []
+
+
+def test_concurrent_runs_apply_each_migration_once(empty_database_url: str) -> None:
+    conninfo = _conninfo(empty_database_url)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: migrate(conninfo), range(4)))
+    assert sum(len(r) for r in results) == len(available_migrations())
+    with psycopg.connect(conninfo) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM schema_migrations").fetchone() or (0,)
+    assert count == len(available_migrations())
+
+
+def test_an_applied_migration_that_changed_is_refused(empty_database_url: str) -> None:
+    conninfo = _conninfo(empty_database_url)
+    migrate(conninfo)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        migrate(conninfo)

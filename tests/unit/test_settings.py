@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from ipaddress import ip_network
+
+import pytest
+
+from infra.settings import SettingsError, load_settings
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("database_url", "mysql://root@localhost/db"),
+        ("database_url", "postgresql://localhost:notaport/db"),
+        ("database_url", "postgresql://localhost:5432"),
+        ("nats_url", "http://localhost:4222"),
+        ("http_port", "70000"),
+        ("nats_namespace", "Bad Name"),
+    ],
+)
+def test_a_bad_value_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"CHRONIK_{name.upper()}"):
+        load_settings(**{name: value})
+
+
+def test_secrets_do_not_show_in_the_settings_repr() -> None:
+    settings = load_settings(
+        database_url="postgresql://app:hunter2@db:5432/chronik", operator_token="op-secret"
+    )
+    assert "hunter2" not in repr(settings)
+    assert "op-secret" not in repr(settings)
+    assert settings.database_url_value().endswith("@db:5432/chronik")
+
+
+def test_allowed_networks_come_as_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHRONIK_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8, ::1/128")
+    settings = load_settings()
+    assert settings.webhook_allowed_networks == [ip_network("127.0.0.0/8"), ip_network("::1/128")]
