@@ -64,8 +64,7 @@ class Services:
     async def aclose(self) -> None:
         if self._nats_task is not None:
             self._nats_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._nats_task
+            await asyncio.wait([self._nats_task], timeout=5)
         if self.nats is not None:
             await self.nats.drain()
             self.nats = None

@@ -30,12 +30,18 @@ async def connect_nats(settings: Settings, *, name: str) -> Client:
     async def on_error(exc: Exception) -> None:
         log.warning("NATS connection error", error=str(exc))
 
-    return await nats.connect(
+    # Connect once, failing fast: nats-py's "reconnect forever" also applies to
+    # the first connect, where it loops inside connect() and (on Python 3.11)
+    # can swallow the cancellation meant to stop it. Callers retry instead.
+    client = await nats.connect(
         settings.nats_url,
         name=name,
         error_cb=on_error,
         connect_timeout=5,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=1,
-        allow_reconnect=True,
+        allow_reconnect=False,
     )
+    # Once connected, ride out restarts of the server for as long as it takes.
+    client.options["allow_reconnect"] = True
+    client.options["max_reconnect_attempts"] = -1
+    client.options["reconnect_time_wait"] = 1
+    return client
