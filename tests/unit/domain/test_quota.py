@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+from uuid import uuid4
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aggregates.errors import InvalidValue, QuotaExceeded, UnknownPlan
+from aggregates.plans import MONTHLY_ENTRY_QUOTAS, quota_for
+from aggregates.quota import MonthlyQuota
+from tests.unit.domain import AnyEvent, data, names, replay
+
+TEAM = uuid4()
+
+
+def test_plans_and_their_quotas() -> None:
+    assert quota_for("free") == 100
+    assert quota_for("team") == 10_000
+    assert quota_for("enterprise") == 1_000_000
+    with pytest.raises(UnknownPlan) as caught:
+        quota_for("Free")
+    assert caught.value.code == "VALIDATION_ERROR"
+    assert caught.value.details["allowed"] == sorted(MONTHLY_ENTRY_QUOTAS)
+
+
+def test_the_id_is_the_same_for_the_same_team_and_month_only() -> None:
+    assert MonthlyQuota.id_for(TEAM, "2025-03") == MonthlyQuota.id_for(TEAM, "2025-03")
+    assert MonthlyQuota.id_for(TEAM, "2025-03") != MonthlyQuota.id_for(TEAM, "2025-04")
+    assert MonthlyQuota.id_for(TEAM, "2025-03") != MonthlyQuota.id_for(uuid4(), "2025-03")
+    quota = MonthlyQuota.start(TEAM, "2025-03")
+    assert quota.id == MonthlyQuota.id_for(TEAM, "2025-03")
+    events = quota.collect_events()
+    assert names(events) == ["Started"]
+    assert data(events[0]) == {"team_id": TEAM, "month": "2025-03"}
+
+
+@pytest.mark.parametrize("month", ["2025-3", "2025-13", "2025-00", "25-03", "2025/03", " 2025-03"])
+def test_months_must_be_yyyy_mm(month: str) -> None:
+    with pytest.raises(InvalidValue):
+        MonthlyQuota.id_for(TEAM, month)
+
+
+def test_reserve_counts_until_the_limit_then_refuses() -> None:
+    quota = MonthlyQuota.start(TEAM, "2025-03")
+    quota.collect_events()
+    entries = [uuid4() for _ in range(3)]
+    for entry in entries:
+        quota.reserve(entry, limit=3)
+    events = quota.collect_events()
+    assert [data(e) for e in events if names([e]) == ["EntryCounted"]] == [
+        {"entry_id": e, "limit": 3} for e in entries
+    ]
+    with pytest.raises(QuotaExceeded) as caught:
+        quota.reserve(uuid4(), limit=3)
+    assert caught.value.code == "QUOTA_EXCEEDED"
+    assert caught.value.details == {"limit": 3, "used": 3, "month": "2025-03"}
+    assert quota.collect_events() == []
+    quota.reserve(uuid4(), limit=4)
+    assert quota.used == 4
+
+
+def test_a_zero_limit_refuses_the_first_entry_and_negative_is_invalid() -> None:
+    quota = MonthlyQuota.start(TEAM, "2025-03")
+    with pytest.raises(QuotaExceeded):
+        quota.reserve(uuid4(), limit=0)
+    with pytest.raises(InvalidValue):
+        quota.reserve(uuid4(), limit=-1)
+    assert quota.used == 0
+
+
+def test_threshold_is_reached_once_at_ninety_percent() -> None:
+    quota = MonthlyQuota.start(TEAM, "2025-03")
+    history: list[AnyEvent] = list(quota.collect_events())
+    for _ in range(89):
+        quota.reserve(uuid4(), limit=100)
+    history += quota.collect_events()
+    assert "ThresholdReached" not in names(history)
+    quota.reserve(uuid4(), limit=100)
+    crossing = quota.collect_events()
+    assert names(crossing) == ["EntryCounted", "ThresholdReached"]
+    assert data(crossing[1]) == {"threshold_percent": 90, "used": 90, "limit": 100}
+    history += crossing
+    for _ in range(10):
+        quota.reserve(uuid4(), limit=100)
+    history += quota.collect_events()
+    assert names(history).count("ThresholdReached") == 1
+    assert replay(MonthlyQuota, history) == quota
+
+
+def test_a_new_limit_mid_month_does_not_warn_again() -> None:
+    quota = MonthlyQuota.start(TEAM, "2025-03")
+    for _ in range(9):
+        quota.reserve(uuid4(), limit=10)
+    quota.collect_events()
+    for limit in (100, 11, 12):
+        quota.reserve(uuid4(), limit=limit)
+    assert "ThresholdReached" not in names(quota.collect_events())
+    assert quota.threshold_reached
+
+
+def test_a_lower_limit_mid_month_warns_on_the_next_entry() -> None:
+    quota = MonthlyQuota.start(TEAM, "2025-03")
+    for _ in range(5):
+        quota.reserve(uuid4(), limit=10_000)
+    quota.collect_events()
+    quota.reserve(uuid4(), limit=6)
+    assert names(quota.collect_events()) == ["EntryCounted", "ThresholdReached"]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=30), max_size=80))
+def test_reserve_never_exceeds_the_limit_and_warns_at_most_once(limits: list[int]) -> None:
+    quota = MonthlyQuota.start(TEAM, "2025-03")
+    history: list[AnyEvent] = list(quota.collect_events())
+    counted = 0
+    should_warn = False
+    for limit in limits:
+        before = quota.used
+        refusal: QuotaExceeded | None = None
+        try:
+            quota.reserve(uuid4(), limit=limit)
+        except QuotaExceeded as refused:
+            refusal = refused
+        if refusal is not None:
+            assert before >= limit
+            assert refusal.details["used"] == before
+            assert quota.pending_events == []
+        else:
+            counted += 1
+            assert quota.used == before + 1 <= limit
+            should_warn = should_warn or quota.used * 100 >= limit * 90
+        history += quota.collect_events()
+    assert quota.used == counted == names(history).count("EntryCounted")
+    assert names(history).count("ThresholdReached") == (1 if should_warn else 0)
+    assert quota.threshold_reached is should_warn
+    assert replay(MonthlyQuota, history) == quota
