@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.request_context import RequestIdMiddleware
-from api.routes import health
+from api.routes import entries, health, members, prompts, teams, webhooks
 from infra.bootstrap import open_services
 from infra.settings import Settings, load_settings
 
@@ -39,6 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
-    app.include_router(health.router)
+    for module in (health, teams, members, entries, prompts, webhooks):
+        app.include_router(module.router)
     return app

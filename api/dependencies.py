@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import hmac
+import re
 from typing import Annotated, cast
+from uuid import UUID
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Path, Request
+from fastapi.concurrency import run_in_threadpool
 
+from aggregates.base import Actor
+from api.errors import ApiError
+from commands.context import CommandContext
+from commands.errors import Unauthenticated
 from infra.bootstrap import Services
+
+__all__ = ["CommandCtx", "CurrentActor", "OperatorToken", "ServicesDep", "TeamActor"]
+
+_IF_MATCH = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 def get_services(request: Request) -> Services:
@@ -14,3 +27,81 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def _bearer(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401, "UNAUTHENTICATED", "send Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
+    return token.strip()
+
+
+async def current_actor(
+    services: ServicesDep, authorization: Annotated[str | None, Header()] = None
+) -> Actor:
+    token = _bearer(authorization)
+    try:
+        return await run_in_threadpool(services.authenticator.authenticate, token)
+    except Unauthenticated as exc:
+        raise ApiError(
+            401, "UNAUTHENTICATED", exc.message, headers={"WWW-Authenticate": "Bearer"}
+        ) from None
+
+
+CurrentActor = Annotated[Actor, Depends(current_actor)]
+
+
+def team_actor(actor: CurrentActor, team_id: Annotated[UUID, Path()]) -> Actor:
+    # A key of another team learns nothing, not even that the team exists.
+    if actor.team_id != team_id:
+        raise ApiError(404, "NOT_FOUND", "team not found")
+    return actor
+
+
+TeamActor = Annotated[Actor, Depends(team_actor)]
+
+
+def command_context(
+    request: Request,
+    actor: TeamActor,
+    idempotency_key: Annotated[str | None, Header()] = None,
+    if_match: Annotated[str | None, Header()] = None,
+    x_correlation_id: Annotated[str | None, Header()] = None,
+) -> CommandContext:
+    expected_version = None
+    if if_match is not None:
+        match = _IF_MATCH.match(if_match.strip())
+        if match is None:
+            raise ApiError(400, "MALFORMED", 'If-Match must be an ETag such as "3"')
+        expected_version = int(match.group(1))
+    if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
+        raise ApiError(400, "MALFORMED", "Idempotency-Key must be 1-200 visible ASCII characters")
+    request_id = getattr(request.state, "request_id", None)
+    correlation = x_correlation_id if x_correlation_id and len(x_correlation_id) <= 200 else None
+    return CommandContext(
+        actor=actor,
+        request_id=request_id,
+        correlation_id=correlation or request_id,
+        idempotency_key=idempotency_key,
+        expected_version=expected_version,
+    )
+
+
+CommandCtx = Annotated[CommandContext, Depends(command_context)]
+
+
+def operator_token(
+    services: ServicesDep, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    expected = services.settings.operator_token
+    token = _bearer(authorization)
+    if expected is None or not hmac.compare_digest(
+        token.encode(), expected.get_secret_value().encode()
+    ):
+        raise ApiError(401, "UNAUTHENTICATED", "an operator token is required")
+
+
+OperatorToken = Annotated[None, Depends(operator_token)]

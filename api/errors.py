@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+import psycopg
 import structlog
+from eventsourcing import persistence as es_persistence
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from aggregates.base import DomainError
 from api.responses import OrjsonResponse
+from commands.ports import Unavailable
 
 __all__ = ["ApiError", "error_response", "install_error_handlers"]
 
@@ -52,6 +58,13 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def error_payload(code: str, message: str, state: Mapping[str, Any]) -> bytes:
+    """The envelope as bytes, for middleware that answers before routing."""
+    return orjson.dumps(
+        {"error": {"code": code, "message": message}, "request_id": state.get("request_id")}
+    )
+
+
 def error_response(
     request: Request,
     status: int,
@@ -70,6 +83,13 @@ def error_response(
     )
 
 
+def _unavailable_response(request: Request) -> OrjsonResponse:
+    return error_response(
+        request, 503, "UNAVAILABLE", "a dependency is unavailable; retry shortly",
+        headers={"Retry-After": "1"},
+    )  # fmt: skip
+
+
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return [
         {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"], "type": err["type"]}
@@ -77,7 +97,43 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+# Refusals by rules of the domain are 409: the request was understood, but the
+# state of the resource does not allow it (a deleted entry, the last owner...).
+_DOMAIN_STATUS = {
+    "NOT_FOUND": 404,
+    "FORBIDDEN": 403,
+    "UNAUTHENTICATED": 401,
+    "VALIDATION_ERROR": 422,
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> OrjsonResponse:
+        status = _DOMAIN_STATUS.get(exc.code, 409)
+        return error_response(request, status, exc.code, exc.message, details=exc.details or None)
+
+    @app.exception_handler(Unavailable)
+    async def _unavailable(request: Request, exc: Unavailable) -> OrjsonResponse:
+        log.warning("dependency unavailable", error=str(exc))
+        return _unavailable_response(request)
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def _db_down(request: Request, exc: psycopg.OperationalError) -> OrjsonResponse:
+        log.warning("database unavailable", error=str(exc))
+        return _unavailable_response(request)
+
+    @app.exception_handler(es_persistence.OperationalError)
+    @app.exception_handler(es_persistence.InterfaceError)
+    async def _store_down(request: Request, exc: Exception) -> OrjsonResponse:
+        log.warning("event store unavailable", error=str(exc))
+        return _unavailable_response(request)
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool(request: Request, exc: PoolTimeout) -> OrjsonResponse:
+        log.warning("database pool exhausted", error=str(exc))
+        return _unavailable_response(request)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> OrjsonResponse:
         return error_response(

@@ -11,6 +11,7 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from psycopg_pool import ConnectionPool
 
+from commands.auth import Authenticator
 from infra.db import PostgresTarget, open_pool
 from infra.event_store import EventStore, open_event_store
 from infra.messaging import connect_nats
@@ -30,6 +31,7 @@ class Services:
     _event_store: EventStore | None = field(default=None, repr=False)
     _event_store_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _nats_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _authenticator: Authenticator | None = field(default=None, repr=False)
 
     @property
     def event_store(self) -> EventStore:
@@ -43,6 +45,12 @@ class Services:
                         self.target, pool_size=self.settings.db_pool_size
                     )
         return self._event_store
+
+    @property
+    def authenticator(self) -> Authenticator:
+        if self._authenticator is None:
+            self._authenticator = Authenticator(self.event_store)
+        return self._authenticator
 
     async def connect_messaging(self, *, name: str, wait: float = 5.0) -> None:
         """Connect to NATS, waiting a little; if it is down, keep trying in the

@@ -9,8 +9,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 import psycopg
+import pydantic
 import structlog
 
+from aggregates.base import DomainError
 from infra.devstack.stack import StackAlreadyRunning
 from infra.logging import configure_logging, redact
 from infra.settings import Settings, SettingsError, load_settings
@@ -47,6 +49,27 @@ def _serve(settings: Settings) -> None:
     uvicorn.Server(config).run()
 
 
+def _bootstrap(settings: Settings, args: argparse.Namespace) -> int:
+    created = _create_team(settings, args.team, args.owner, args.plan)
+    print(f"team: {created[0]}")
+    print(f"owner key: {created[1]}")
+    return 0
+
+
+def _create_team(settings: Settings, name: str, owner: str, plan: str) -> tuple[str, str]:
+    from commands.models import CreateTeam
+    from commands.teams import create_team
+    from infra.bootstrap import open_services
+
+    command = CreateTeam(name=name, plan=plan, owner_email=owner)
+    services = open_services(settings)
+    try:
+        created = create_team(services.event_store, command)
+        return created.result.data["id"], created.owner_key
+    finally:
+        services.close()
+
+
 def _export_urls(settings: Settings) -> None:
     """Let the app and any child process find the servers the stack started."""
     os.environ["CHRONIK_DATABASE_URL"] = settings.database_url_value()
@@ -68,7 +91,11 @@ def _dev(settings: Settings, _: argparse.Namespace) -> int:
         settings = stack.start()
         _export_urls(settings)
         migrate(PostgresTarget.from_url(settings.database_url_value()).conninfo())
-        print(f"Chronik is running at http://{settings.http_host}:{settings.http_port}", flush=True)
+        team_id, owner_key = _create_team(settings, "Demo team", "owner@example.com", "team")
+        base = f"http://{settings.http_host}:{settings.http_port}"
+        print(f"Chronik is running at {base}", flush=True)
+        print(f"demo team: {base}/v1/teams/{team_id}", flush=True)
+        print(f"owner key: {owner_key}", flush=True)
         print(f"API docs: http://{settings.http_host}:{settings.http_port}/docs", flush=True)
         # Ctrl-C is how a developer stops the stack: a clean exit, not an error.
         with contextlib.suppress(KeyboardInterrupt):
@@ -80,40 +107,53 @@ _COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] 
     "dev": ("start embedded servers (unless configured), migrate, serve", _dev),
     "api": ("serve the HTTP API against the configured servers", _api),
     "migrate": ("apply pending database migrations", _migrate),
+    "bootstrap": ("create a team and print its owner key", _bootstrap),
 }
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chronik", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, _) in _COMMANDS.items():
-        sub.add_parser(name, help=help_text)
+    parsers = {name: sub.add_parser(name, help=h) for name, (h, _) in _COMMANDS.items()}
+    parsers["bootstrap"].add_argument("--team", required=True, help="the team's name")
+    parsers["bootstrap"].add_argument("--owner", required=True, help="the owner's email")
+    parsers["bootstrap"].add_argument("--plan", default="team", help="free, team or enterprise")
     return parser
+
+
+def _failure(exc: Exception) -> tuple[int, str] | None:
+    """The exit code and the one line to print for a failure we expect."""
+    match exc:
+        case SettingsError():
+            return 2, str(exc)
+        case pydantic.ValidationError():
+            first = exc.errors()[0]
+            return 2, f"{first['loc'][0]}: {first['msg']}"
+        case StackAlreadyRunning():
+            return 1, str(exc)
+        case DomainError():
+            return 1, exc.message
+        case psycopg.OperationalError():
+            return 1, f"cannot reach PostgreSQL: {redact(str(exc).strip())}"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        # One line an operator can act on; a traceback would bury it.
-        print(f"chronik: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level, settings.log_format)
     _, command = _COMMANDS[args.command]
     try:
+        settings = load_settings()
+        configure_logging(settings.log_level, settings.log_format)
         return command(settings, args)
     except KeyboardInterrupt:
         return 130
-    except SettingsError as exc:
-        print(f"chronik: {exc}", file=sys.stderr)
-        return 2
-    except StackAlreadyRunning as exc:
-        print(f"chronik: {exc}", file=sys.stderr)
-        return 1
-    except psycopg.OperationalError as exc:
-        print(f"chronik: cannot reach PostgreSQL: {redact(str(exc).strip())}", file=sys.stderr)
-        return 1
+    except Exception as exc:
+        failure = _failure(exc)
+        if failure is None:
+            raise
+        # One line an operator can act on; a traceback would bury it.
+        print(f"chronik: {failure[1]}", file=sys.stderr)
+        return failure[0]
 
 
 if __name__ == "__main__":

@@ -4,17 +4,29 @@ from our settings. Its notification id is Chronik's one global position."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import Application
-from eventsourcing.domain import Aggregate as LibraryAggregate
-from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import Mapper, Recording, Transcoder
+import psycopg
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import (
+    IntegrityError,
+    Mapper,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+    Transcoder,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import get_topic
+from psycopg.rows import DictRow
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 
-from aggregates.base import EventMetadata
+from aggregates.base import Aggregate, EventMetadata
+from commands.ports import Conflict, StoredResponse, Unavailable
+from commands.records import CommandRecord
+from infra.command_records import write_records
 from infra.db import PostgresTarget
 from infra.serialization import OrjsonTranscoder, PydanticMapper
 
@@ -22,10 +34,31 @@ __all__ = ["EVENTS_TABLE", "EventStore", "open_event_store"]
 
 APPLICATION_NAME = "Chronik"
 EVENTS_TABLE = "chronik_events"
+A = TypeVar("A", bound=Aggregate)
+
+SELECT_IDEMPOTENT_RESPONSE = """
+SELECT request_fingerprint, status_code, response FROM idempotency_records
+WHERE team_id = %s AND idempotency_key = %s
+"""
+SELECT_TEAM_OF_KEY = "SELECT team_id FROM api_key_index WHERE key_id = %s"
+
+
+class ChronikRecorder(PostgresApplicationRecorder):
+    """The library's recorder, plus the command's own records written in the
+    same transaction, after the events (so they can carry the positions)."""
+
+    def _fetch_ids_after_insert_events(
+        self, curs: psycopg.Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        positions = list(super()._fetch_ids_after_insert_events(curs, stored_events) or [])
+        records: Sequence[CommandRecord] = kwargs.get("records", ())
+        if records:
+            write_records(curs, records, positions)
+        return positions
 
 
 class EventStore(Application[UUID]):
-    """Saves aggregates' pending events, stamped with who caused them."""
+    """Loads aggregates and saves their pending events, stamped with who caused them."""
 
     name = APPLICATION_NAME
 
@@ -36,40 +69,75 @@ class EventStore(Application[UUID]):
         return PydanticMapper(transcoder=self.construct_transcoder())
 
     @property
-    def recorder_(self) -> PostgresApplicationRecorder:
+    def recorder_(self) -> ChronikRecorder:
         recorder = self.recorder
-        assert isinstance(recorder, PostgresApplicationRecorder)
+        assert isinstance(recorder, ChronikRecorder)
         return recorder
 
-    def save_with_metadata(
-        self,
-        *aggregates: LibraryAggregate,
-        metadata: EventMetadata,
-        **recorder_kwargs: Any,
-    ) -> list[Recording[UUID]]:
-        """Append every pending event of ``aggregates`` in one transaction.
+    def get(self, aggregate_id: UUID, cls: type[A]) -> A | None:
+        try:
+            aggregate: Aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        except (OperationalError, PoolTimeout) as exc:
+            raise Unavailable(str(exc)) from exc
+        return aggregate if isinstance(aggregate, cls) else None
 
-        Events are immutable, so the metadata is stamped on copies; the copies
-        are what is stored. ``recorder_kwargs`` reach the recorder's insert,
-        which writes them in the same transaction (e.g. idempotency records).
-        """
-        events: list[DomainEventProtocol[UUID]] = []
+    def save(  # type: ignore[override]
+        self,
+        aggregates: Sequence[Aggregate],
+        *,
+        metadata: EventMetadata,
+        records: Sequence[CommandRecord] = (),
+    ) -> list[int]:
+        """Append every pending event of ``aggregates``, and ``records``, in one
+        transaction. Events are immutable, so the metadata is stamped on copies;
+        the copies are what is stored."""
+        events = []
         for aggregate in aggregates:
             for pending in aggregate.collect_events():
                 assert isinstance(pending, BaseModel)
                 events.append(pending.model_copy(update={"metadata": metadata}))
         if not events:
             return []
-        return self.save(*events, **recorder_kwargs)
+        try:
+            recordings = super().save(*events, records=records)
+        except IntegrityError as exc:
+            raise Conflict(str(exc)) from exc
+        except (OperationalError, PoolTimeout) as exc:
+            raise Unavailable(str(exc)) from exc
+        return [r.notification.id for r in recordings]
 
     def head_position(self) -> int:
-        return self.recorder_.max_notification_id() or 0
+        return self._query_one("SELECT max(notification_id) FROM chronik_events", ()) or 0
+
+    def find_idempotent_response(self, team_id: UUID, key: str) -> StoredResponse | None:
+        row = self._query_row(SELECT_IDEMPOTENT_RESPONSE, (team_id, key))
+        if row is None:
+            return None
+        return StoredResponse(row["request_fingerprint"], row["status_code"], row["response"])
+
+    def team_of_key(self, key_id: str) -> UUID | None:
+        team_id: UUID | None = self._query_one(SELECT_TEAM_OF_KEY, (key_id,))
+        return team_id
+
+    def _query_row(self, query: str, params: tuple[Any, ...]) -> DictRow | None:
+        try:
+            with self.recorder_.datastore.get_connection() as conn:
+                return conn.execute(query.encode(), params).fetchone()
+        except (PersistenceError, PoolTimeout) as exc:
+            raise Unavailable(str(exc)) from exc
+
+    def _query_one(self, query: str, params: tuple[Any, ...]) -> Any:
+        row = self._query_row(query, params)
+        return None if row is None else next(iter(row.values()))
 
 
 def library_env(target: PostgresTarget, *, pool_size: int) -> dict[str, str]:
     """The library reads its configuration from a mapping; we build it from settings."""
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "APPLICATION_RECORDER_TOPIC": get_topic(ChronikRecorder),
         "POSTGRES_HOST": target.host,
         "POSTGRES_PORT": str(target.port),
         "POSTGRES_USER": target.user,
@@ -85,13 +153,13 @@ def library_env(target: PostgresTarget, *, pool_size: int) -> dict[str, str]:
         # Never the DB-function insert path: it skips the table lock, and tailing
         # readers could then pass over events committed out of order.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        # Loaded aggregates stay cached and are brought up to date with one
+        # query for newer events; callers get deep copies.
+        "AGGREGATE_CACHE_MAXSIZE": "2000",
+        "AGGREGATE_CACHE_FASTFORWARD": "y",
         "IS_SNAPSHOTTING_ENABLED": "n",
     }
 
 
 def open_event_store(target: PostgresTarget, *, pool_size: int) -> EventStore:
     return EventStore(env=library_env(target, pool_size=pool_size))
-
-
-def positions(recordings: Sequence[Recording[UUID]]) -> list[int]:
-    return [r.notification.id for r in recordings]

@@ -48,3 +48,26 @@ def test_migrate_applies_and_reports(database_url: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "applied 0 migration(s)" in result.stdout  # the test database is already migrated
+
+
+def test_bootstrap_creates_a_team_and_prints_its_owner_key(database_url: str) -> None:
+    env = os.environ | {"CHRONIK_DATABASE_URL": database_url}
+    result = subprocess.run(
+        [CHRONIK, "bootstrap", "--team", "Acme", "--owner", "owner@example.com"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("team: ")
+    assert lines[1].startswith("owner key: chk_")
+
+
+def test_bootstrap_with_a_bad_email_says_so_in_one_line(database_url: str) -> None:
+    env = os.environ | {"CHRONIK_DATABASE_URL": database_url}
+    result = subprocess.run(
+        [CHRONIK, "bootstrap", "--team", "Acme", "--owner", "not-an-email"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("chronik: owner_email:")
+    assert "Traceback" not in result.stderr

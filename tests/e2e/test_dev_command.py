@@ -93,6 +93,8 @@ def test_ready_within_30_s_and_ctrl_c_leaves_nothing_behind(
     assert process.stdout is not None
     output = process.stdout.read()
     assert f"Chronik is running at http://127.0.0.1:{port}" in output
+    owner_keys = [line for line in output.splitlines() if line.startswith("owner key: chk_")]
+    assert len(owner_keys) == 1
     assert "Traceback" not in output
     assert _wait_for(lambda: not _processes_mentioning(str(data_dir)), 10)
 

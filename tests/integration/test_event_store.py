@@ -10,6 +10,7 @@ import pytest
 from eventsourcing.domain import event
 
 from aggregates.base import Aggregate, EventMetadata
+from commands.ports import Conflict
 from infra.db import PostgresTarget
 from infra.event_store import EventStore, open_event_store
 
@@ -54,7 +55,7 @@ def test_ten_thousand_events_come_back_in_position_order_without_gaps(store: Eve
             for step in range(9):
                 counter.add(Decimal(f"{step}.25"))
         for counter in batch:
-            store.save_with_metadata(counter, metadata=_metadata(round_))
+            store.save([counter], metadata=_metadata(round_))
             expected_versions[counter.id] = counter.version
 
     notifications = []
@@ -87,25 +88,23 @@ def test_aggregates_reload_with_exact_values(store: EventStore) -> None:
     counter = Counter(label="exact")
     counter.add(Decimal("0.1"))
     counter.add(Decimal("0.2"))
-    store.save_with_metadata(counter, metadata=_metadata(0))
+    store.save([counter], metadata=_metadata(0))
     loaded: Counter = store.repository.get(counter.id)
     assert loaded.total == Decimal("0.3")
     assert loaded.version == 3
 
 
 def test_a_stale_save_appends_nothing(store: EventStore) -> None:
-    from eventsourcing.persistence import IntegrityError
-
     counter = Counter(label="race")
-    store.save_with_metadata(counter, metadata=_metadata(0))
+    store.save([counter], metadata=_metadata(0))
     first: Counter = store.repository.get(counter.id)
     second: Counter = store.repository.get(counter.id)
     first.add(Decimal(1))
-    store.save_with_metadata(first, metadata=_metadata(1))
+    store.save([first], metadata=_metadata(1))
     second.add(Decimal(2))
     second.add(Decimal(3))
     head = store.head_position()
-    with pytest.raises(IntegrityError):
-        store.save_with_metadata(second, metadata=_metadata(2))
+    with pytest.raises(Conflict):
+        store.save([second], metadata=_metadata(2))
     assert store.head_position() == head
     assert store.repository.get(counter.id).total == Decimal(1)

@@ -17,6 +17,22 @@ EXPECTED_COLUMNS = {
         "state": "bytea",
         "notification_id": "bigint",
     },
+    "idempotency_records": {
+        "team_id": "uuid",
+        "idempotency_key": "text",
+        "request_fingerprint": "text",
+        "status_code": "integer",
+        "response": "jsonb",
+        "created_at": "timestamp with time zone",
+    },
+    "api_key_index": {"key_id": "text", "team_id": "uuid"},
+    "webhook_secrets": {
+        "secret_id": "text",
+        "endpoint_id": "uuid",
+        "team_id": "uuid",
+        "secret": "text",
+        "created_at": "timestamp with time zone",
+    },
     "schema_migrations": {
         "version": "integer",
         "name": "text",

@@ -13,7 +13,7 @@ OUR_PACKAGES = {"aggregates", "commands", "projections", "api", "infra"}
 
 ALLOWED = {
     "aggregates": {"aggregates", "eventsourcing.domain", "pydantic"},
-    "commands": {"aggregates", "commands", "eventsourcing", "pydantic"},
+    "commands": {"aggregates", "commands", "eventsourcing", "pydantic", "orjson"},
     "projections": {"aggregates", "projections", "psycopg", "eventsourcing", "pydantic", "orjson"},
 }
 

@@ -1,0 +1,110 @@
+"""API keys: ``chk_<key_id>_<secret>``, scrypt-hashed, checked against the team.
+
+The team aggregate is the source of truth for keys, roles and revocation; the
+event store brings a cached team up to date with one query per request, so a
+revoked key stops working on every API process at its next request. scrypt
+runs once per key and process: a verified secret is remembered by a SHA-256
+digest, which is cheap to compare and useless to anyone who reads memory
+hoping for the secret itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from uuid import UUID
+
+from aggregates.base import Actor
+from aggregates.team import Team
+from commands.errors import Unauthenticated
+from commands.ports import EventStorePort
+
+__all__ = ["Authenticator", "NewKey", "hash_secret", "new_key", "parse_key", "verify_secret"]
+
+_KEY = re.compile(r"^chk_([a-z0-9]{16})_([A-Za-z0-9_-]{20,128})$")
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    key_id: str
+    secret: str
+
+    @property
+    def token(self) -> str:
+        return f"chk_{self.key_id}_{self.secret}"
+
+
+def new_key() -> NewKey:
+    return NewKey(key_id=secrets.token_hex(8), secret=secrets.token_urlsafe(32))
+
+
+def parse_key(token: str) -> tuple[str, str]:
+    match = _KEY.match(token)
+    if match is None:
+        raise Unauthenticated("the API key is malformed")
+    return match.group(1), match.group(2)
+
+
+def hash_secret(secret: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, **_SCRYPT, dklen=32)
+    encode = base64.b64encode
+    return f"scrypt${_SCRYPT['n']}${encode(salt).decode()}${encode(digest).decode()}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    try:
+        scheme, n, salt_b64, digest_b64 = stored.split("$")
+        salt, expected = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    params = {**_SCRYPT, "n": int(n)}
+    actual = hashlib.scrypt(secret.encode(), salt=salt, **params, dklen=len(expected))
+    return hmac.compare_digest(actual, expected)
+
+
+class Authenticator:
+    def __init__(self, store: EventStorePort) -> None:
+        self._store = store
+        self._verified: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, token: str) -> Actor:
+        key_id, secret = parse_key(token)
+        team_id = self._store.team_of_key(key_id)
+        team = self._store.get(team_id, Team) if team_id is not None else None
+        refused = Unauthenticated("the API key is not valid")
+        if team is None:
+            raise refused
+        key = next((k for k in team.keys if k.key_id == key_id), None)
+        if key is None or key.revoked:
+            raise refused
+        role = team.role_of(key.user_id)
+        if role is None or not self._secret_ok(key_id, secret, key.secret_hash):
+            raise refused
+        return Actor(user_id=key.user_id, role=role, team_id=_uuid(team_id), key_id=key_id)
+
+    def _secret_ok(self, key_id: str, secret: str, secret_hash: str) -> bool:
+        digest = hashlib.sha256(f"{key_id}:{secret_hash}:{secret}".encode()).digest()
+        with self._lock:
+            known = self._verified.get(key_id)
+        if known is not None and hmac.compare_digest(known, digest):
+            return True
+        if not verify_secret(secret, secret_hash):
+            return False
+        with self._lock:
+            self._verified[key_id] = digest
+        return True
+
+
+def _uuid(value: UUID | None) -> UUID:
+    assert value is not None
+    return value

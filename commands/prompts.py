@@ -1,0 +1,78 @@
+"""Prompt commands."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from uuid import UUID
+
+from aggregates.prompt import UNCHANGED, Prompt, Schedule, Unchanged
+from commands.context import CommandContext
+from commands.models import CreatePrompt, EditPrompt, ScheduleIn
+from commands.ports import EventStorePort
+from commands.unit_of_work import CommandResult, Decision, Session, run_command
+
+__all__ = ["archive_prompt", "create_prompt", "edit_prompt", "prompt_view"]
+
+
+def prompt_view(prompt: Prompt) -> dict[str, Any]:
+    schedule = prompt.schedule
+    return {
+        "id": str(prompt.id),
+        "text": prompt.text,
+        "schedule": None if schedule is None else schedule.model_dump(),
+        "archived": prompt.archived,
+        "version": prompt.version,
+        "created_at": prompt.created_on.isoformat(),
+        "updated_at": prompt.modified_on.isoformat(),
+    }
+
+
+def _schedule(value: ScheduleIn | None) -> Schedule | None:
+    return None if value is None else Schedule(cron=value.cron, timezone=value.timezone)
+
+
+def create_prompt(
+    store: EventStorePort, ctx: CommandContext, command: CreatePrompt
+) -> CommandResult:
+    prompt_id = command.id or uuid.uuid4()
+
+    def decide(session: Session) -> Decision:
+        prompt = session.add(
+            Prompt.create(
+                ctx.actor, id=prompt_id, text=command.text, schedule=_schedule(command.schedule)
+            )
+        )
+        return Decision({"id": str(prompt.id), "version": prompt.version}, prompt, 201)
+
+    # The request as the client sent it: a generated id must not make two
+    # retries of one request look different to the Idempotency-Key check.
+    payload = command.model_dump(mode="json")
+    return run_command(store, ctx, "CreatePrompt", payload, decide)
+
+
+def edit_prompt(
+    store: EventStorePort, ctx: CommandContext, prompt_id: UUID, command: EditPrompt
+) -> CommandResult:
+    schedule: Schedule | Unchanged | None = UNCHANGED
+    if command.clear_schedule:
+        schedule = None
+    elif command.schedule is not None:
+        schedule = _schedule(command.schedule)
+
+    def decide(session: Session) -> Decision:
+        prompt = session.get(prompt_id, Prompt, what="prompt", precondition=True)
+        prompt.edit(ctx.actor, text=command.text, schedule=schedule)
+        return Decision(prompt_view(prompt), prompt)
+
+    payload = {"id": str(prompt_id), **command.model_dump(mode="json")}
+    return run_command(store, ctx, "EditPrompt", payload, decide)
+
+
+def archive_prompt(store: EventStorePort, ctx: CommandContext, prompt_id: UUID) -> CommandResult:
+    def decide(session: Session) -> Decision:
+        prompt = session.get(prompt_id, Prompt, what="prompt", precondition=True)
+        prompt.archive(ctx.actor)
+        return Decision({"id": str(prompt.id), "version": prompt.version}, prompt)
+
+    return run_command(store, ctx, "ArchivePrompt", {"id": str(prompt_id)}, decide)

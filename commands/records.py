@@ -1,0 +1,41 @@
+"""Rows a command writes beside its events, in the same transaction.
+
+Plain typed messages: the command layer says *what* to record; infra knows the
+SQL. Positions are only known once the events are inserted, so records that
+need them get them then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+__all__ = ["ApiKeyIndexed", "CommandRecord", "IdempotencyRecorded", "WebhookSecretStored"]
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecorded:
+    team_id: UUID
+    idempotency_key: str
+    request_fingerprint: str
+    status_code: int
+    # The response without its position; the position is added when known.
+    response: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyIndexed:
+    key_id: str
+    team_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSecretStored:
+    secret_id: str
+    endpoint_id: UUID
+    team_id: UUID
+    secret: str
+
+
+CommandRecord = IdempotencyRecorded | ApiKeyIndexed | WebhookSecretStored

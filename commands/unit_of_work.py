@@ -1,0 +1,178 @@
+"""Running one command: load, decide, save — atomically, idempotently, and
+retried when it loses a race it can safely re-run."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from uuid import UUID
+
+import orjson
+
+from aggregates.base import Aggregate, NotFound
+from commands.context import CommandContext
+from commands.errors import AlreadyExists, IdempotencyMismatch, VersionConflict
+from commands.ports import Conflict, EventStorePort
+from commands.records import CommandRecord, IdempotencyRecorded
+
+__all__ = ["CommandResult", "Session", "fingerprint", "run_command"]
+
+A = TypeVar("A", bound=Aggregate)
+MAX_ATTEMPTS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    data: dict[str, Any]
+    position: int
+    version: int | None
+    status_code: int = 200
+    replayed: bool = False
+
+    def body(self) -> dict[str, Any]:
+        return {"data": self.data, "position": self.position}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a handler decided: the response data and the aggregate whose
+    version is the ETag."""
+
+    data: dict[str, Any]
+    subject: Aggregate | None
+    status_code: int = 200
+
+
+@dataclass
+class Session:
+    """The aggregates one attempt of a command loaded, and records to write."""
+
+    store: EventStorePort
+    context: CommandContext
+    loaded: list[Aggregate] = field(default_factory=list)
+    records: list[CommandRecord] = field(default_factory=list)
+
+    def read(self, aggregate_id: UUID, cls: type[A], *, what: str) -> A:
+        """Load an aggregate to consult, not to change: it is not saved."""
+        aggregate = self.store.get(aggregate_id, cls)
+        if aggregate is None or not _in_team(aggregate, self.context.actor.team_id):
+            raise NotFound(f"{what} not found", id=str(aggregate_id))
+        return aggregate
+
+    def get(self, aggregate_id: UUID, cls: type[A], *, what: str, precondition: bool = False) -> A:
+        """Load an aggregate to change; ``precondition``: check it against If-Match."""
+        aggregate = self.store.get(aggregate_id, cls)
+        if aggregate is None or not _in_team(aggregate, self.context.actor.team_id):
+            # Another team's ids are indistinguishable from ids that do not exist.
+            raise NotFound(f"{what} not found", id=str(aggregate_id))
+        expected = self.context.expected_version
+        if precondition and expected is not None and aggregate.version != expected:
+            raise VersionConflict(
+                f"{what} is at version {aggregate.version}, not {expected}",
+                current_version=aggregate.version,
+            )
+        self.loaded.append(aggregate)
+        return aggregate
+
+    def find(self, aggregate_id: UUID, cls: type[A]) -> A | None:
+        aggregate = self.store.get(aggregate_id, cls)
+        if aggregate is not None:
+            self.loaded.append(aggregate)
+        return aggregate
+
+    def add(self, aggregate: A) -> A:
+        """A new aggregate; a client-chosen id that is taken is refused."""
+        if self.store.get(aggregate.id, Aggregate) is not None:
+            raise AlreadyExists("that id is already taken", id=str(aggregate.id))
+        self.loaded.append(aggregate)
+        return aggregate
+
+    def start(self, aggregate: A) -> A:
+        """A new aggregate under an id anyone can compute (e.g. a month's quota):
+        if a racer starts it first, the save conflicts and the command retries."""
+        self.loaded.append(aggregate)
+        return aggregate
+
+    def record(self, record: CommandRecord) -> None:
+        self.records.append(record)
+
+
+def _in_team(aggregate: Aggregate, team_id: UUID) -> bool:
+    owner = getattr(aggregate, "team_id", aggregate.id)
+    return bool(owner == team_id)
+
+
+def fingerprint(name: str, payload: Any) -> str:
+    """Identifies a request's meaning, for Idempotency-Key comparisons."""
+    canonical = orjson.dumps([name, payload], option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def run_command(
+    store: EventStorePort,
+    context: CommandContext,
+    name: str,
+    payload: Any,
+    decide: Callable[[Session], Decision],
+) -> CommandResult:
+    team_id = context.actor.team_id
+    request_fingerprint = fingerprint(name, payload)
+    if context.idempotency_key is not None:
+        replay = _replay(store, team_id, context.idempotency_key, request_fingerprint)
+        if replay is not None:
+            return replay
+    for attempt in range(MAX_ATTEMPTS):
+        session = Session(store, context)
+        decision = decide(session)
+        version = decision.subject.version if decision.subject is not None else None
+        result_data = decision.data
+        records = list(session.records)
+        if context.idempotency_key is not None:
+            records.append(
+                IdempotencyRecorded(
+                    team_id=team_id,
+                    idempotency_key=context.idempotency_key,
+                    request_fingerprint=request_fingerprint,
+                    status_code=decision.status_code,
+                    response={"data": result_data, "version": version},
+                )
+            )
+        try:
+            positions = store.save(session.loaded, metadata=context.metadata(name), records=records)
+        except Conflict:
+            if context.idempotency_key is not None:
+                replay = _replay(store, team_id, context.idempotency_key, request_fingerprint)
+                if replay is not None:
+                    return replay
+            if context.expected_version is not None:
+                raise VersionConflict("the resource changed; reload it and retry") from None
+            # Lost a race with nothing promised to the client: decide again on
+            # fresh state, after a short random pause so racers spread out.
+            time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter, not crypto
+            continue
+        position = positions[-1] if positions else store.head_position()
+        return CommandResult(result_data, position, version, decision.status_code)
+    raise VersionConflict("too many concurrent changes; retry")
+
+
+def _replay(
+    store: EventStorePort, team_id: UUID, key: str, request_fingerprint: str
+) -> CommandResult | None:
+    stored = store.find_idempotent_response(team_id, key)
+    if stored is None:
+        return None
+    if stored.request_fingerprint != request_fingerprint:
+        raise IdempotencyMismatch(
+            "this Idempotency-Key was used with a different request", idempotency_key=key
+        )
+    return CommandResult(
+        data=stored.response["data"],
+        position=stored.response["position"],
+        version=stored.response.get("version"),
+        status_code=stored.status_code,
+        replayed=True,
+    )

@@ -1,0 +1,57 @@
+"""SQL for the records commands write beside their events (named queries)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import Cursor
+from psycopg.types.json import Jsonb
+
+from commands.records import (
+    ApiKeyIndexed,
+    CommandRecord,
+    IdempotencyRecorded,
+    WebhookSecretStored,
+)
+
+__all__ = ["write_records"]
+
+INSERT_IDEMPOTENCY = """
+INSERT INTO idempotency_records
+    (team_id, idempotency_key, request_fingerprint, status_code, response)
+VALUES (%s, %s, %s, %s, %s)
+"""
+INSERT_KEY_INDEX = "INSERT INTO api_key_index (key_id, team_id) VALUES (%s, %s)"
+INSERT_WEBHOOK_SIGNER = """
+INSERT INTO webhook_secrets (secret_id, endpoint_id, team_id, secret) VALUES (%s, %s, %s, %s)
+"""
+
+
+def write_records(
+    curs: Cursor[Any], records: Sequence[CommandRecord], positions: list[int]
+) -> None:
+    """Runs inside the events' transaction, after the insert, so a unique
+    violation here (a second use of an idempotency key) undoes the events too."""
+    for record in records:
+        match record:
+            case IdempotencyRecorded():
+                response = dict(record.response)
+                response["position"] = positions[-1] if positions else None
+                curs.execute(
+                    INSERT_IDEMPOTENCY,
+                    (
+                        record.team_id,
+                        record.idempotency_key,
+                        record.request_fingerprint,
+                        record.status_code,
+                        Jsonb(response),
+                    ),
+                )
+            case ApiKeyIndexed():
+                curs.execute(INSERT_KEY_INDEX, (record.key_id, record.team_id))
+            case WebhookSecretStored():
+                curs.execute(
+                    INSERT_WEBHOOK_SIGNER,
+                    (record.secret_id, record.endpoint_id, record.team_id, record.secret),
+                )
