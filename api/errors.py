@@ -83,11 +83,14 @@ def error_response(
     )
 
 
-def _unavailable_response(request: Request) -> OrjsonResponse:
-    return error_response(
-        request, 503, "UNAVAILABLE", "a dependency is unavailable; retry shortly",
-        headers={"Retry-After": "1"},
-    )  # fmt: skip
+# Failures that mean "the database is down or saturated", not "a bug": 503.
+_UNAVAILABLE: tuple[type[Exception], ...] = (
+    Unavailable,
+    psycopg.OperationalError,
+    es_persistence.OperationalError,
+    es_persistence.InterfaceError,
+    PoolTimeout,
+)
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -113,26 +116,15 @@ def install_error_handlers(app: FastAPI) -> None:
         status = _DOMAIN_STATUS.get(exc.code, 409)
         return error_response(request, status, exc.code, exc.message, details=exc.details or None)
 
-    @app.exception_handler(Unavailable)
-    async def _unavailable(request: Request, exc: Unavailable) -> OrjsonResponse:
-        log.warning("dependency unavailable", error=str(exc))
-        return _unavailable_response(request)
+    async def _unavailable(request: Request, exc: Exception) -> OrjsonResponse:
+        log.warning("dependency unavailable", error=str(exc), kind=type(exc).__name__)
+        return error_response(
+            request, 503, "UNAVAILABLE", "a dependency is unavailable; retry shortly",
+            headers={"Retry-After": "1"},
+        )  # fmt: skip
 
-    @app.exception_handler(psycopg.OperationalError)
-    async def _db_down(request: Request, exc: psycopg.OperationalError) -> OrjsonResponse:
-        log.warning("database unavailable", error=str(exc))
-        return _unavailable_response(request)
-
-    @app.exception_handler(es_persistence.OperationalError)
-    @app.exception_handler(es_persistence.InterfaceError)
-    async def _store_down(request: Request, exc: Exception) -> OrjsonResponse:
-        log.warning("event store unavailable", error=str(exc))
-        return _unavailable_response(request)
-
-    @app.exception_handler(PoolTimeout)
-    async def _pool(request: Request, exc: PoolTimeout) -> OrjsonResponse:
-        log.warning("database pool exhausted", error=str(exc))
-        return _unavailable_response(request)
+    for unavailable in _UNAVAILABLE:
+        app.add_exception_handler(unavailable, _unavailable)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> OrjsonResponse:

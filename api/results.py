@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
-from api.responses import OrjsonResponse
-from commands.unit_of_work import CommandResult
+from typing import Any, TypeVar
+from uuid import UUID
 
-__all__ = ["command_response"]
+from aggregates.base import Actor, Aggregate
+from api.errors import ApiError
+from api.responses import OrjsonResponse
+from commands.unit_of_work import CommandResult, load_in_team
+from infra.bootstrap import Services
+
+__all__ = ["command_response", "read_in_team", "resource_response"]
+
+A = TypeVar("A", bound=Aggregate)
+
+
+def read_in_team(
+    services: Services, aggregate_id: UUID, cls: type[A], actor: Actor, what: str
+) -> A:
+    """A single-resource read, scoped to the caller's team like every command."""
+    aggregate = load_in_team(services.event_store, aggregate_id, cls, actor.team_id)
+    if aggregate is None:
+        raise ApiError(404, "NOT_FOUND", f"{what} not found")
+    return aggregate
+
+
+def resource_response(view: dict[str, Any], version: int) -> OrjsonResponse:
+    return OrjsonResponse({"data": view}, headers={"ETag": f'"{version}"'})
 
 
 def command_response(result: CommandResult) -> OrjsonResponse:

@@ -17,9 +17,9 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass
-from uuid import UUID
 
 from aggregates.base import Actor
+from aggregates.errors import UnknownKey
 from aggregates.team import Team
 from commands.errors import Unauthenticated
 from commands.ports import EventStorePort
@@ -84,13 +84,14 @@ class Authenticator:
         refused = Unauthenticated("the API key is not valid")
         if team is None:
             raise refused
-        key = next((k for k in team.keys if k.key_id == key_id), None)
-        if key is None or key.revoked:
-            raise refused
+        try:
+            key = team.key(key_id)
+        except UnknownKey:
+            raise refused from None
         role = team.role_of(key.user_id)
-        if role is None or not self._secret_ok(key_id, secret, key.secret_hash):
+        if key.revoked or role is None or not self._secret_ok(key_id, secret, key.secret_hash):
             raise refused
-        return Actor(user_id=key.user_id, role=role, team_id=_uuid(team_id), key_id=key_id)
+        return Actor(user_id=key.user_id, role=role, team_id=team.id, key_id=key_id)
 
     def _secret_ok(self, key_id: str, secret: str, secret_hash: str) -> bool:
         digest = hashlib.sha256(f"{key_id}:{secret_hash}:{secret}".encode()).digest()
@@ -103,8 +104,3 @@ class Authenticator:
         with self._lock:
             self._verified[key_id] = digest
         return True
-
-
-def _uuid(value: UUID | None) -> UUID:
-    assert value is not None
-    return value

@@ -19,7 +19,7 @@ from commands.errors import AlreadyExists, IdempotencyMismatch, VersionConflict
 from commands.ports import Conflict, EventStorePort
 from commands.records import CommandRecord, IdempotencyRecorded
 
-__all__ = ["CommandResult", "Session", "fingerprint", "run_command"]
+__all__ = ["CommandResult", "Session", "fingerprint", "load_in_team", "run_command"]
 
 A = TypeVar("A", bound=Aggregate)
 MAX_ATTEMPTS = 60
@@ -58,17 +58,14 @@ class Session:
 
     def read(self, aggregate_id: UUID, cls: type[A], *, what: str) -> A:
         """Load an aggregate to consult, not to change: it is not saved."""
-        aggregate = self.store.get(aggregate_id, cls)
-        if aggregate is None or not _in_team(aggregate, self.context.actor.team_id):
+        aggregate = load_in_team(self.store, aggregate_id, cls, self.context.actor.team_id)
+        if aggregate is None:
             raise NotFound(f"{what} not found", id=str(aggregate_id))
         return aggregate
 
     def get(self, aggregate_id: UUID, cls: type[A], *, what: str, precondition: bool = False) -> A:
         """Load an aggregate to change; ``precondition``: check it against If-Match."""
-        aggregate = self.store.get(aggregate_id, cls)
-        if aggregate is None or not _in_team(aggregate, self.context.actor.team_id):
-            # Another team's ids are indistinguishable from ids that do not exist.
-            raise NotFound(f"{what} not found", id=str(aggregate_id))
+        aggregate = self.read(aggregate_id, cls, what=what)
         expected = self.context.expected_version
         if precondition and expected is not None and aggregate.version != expected:
             raise VersionConflict(
@@ -101,9 +98,15 @@ class Session:
         self.records.append(record)
 
 
-def _in_team(aggregate: Aggregate, team_id: UUID) -> bool:
-    owner = getattr(aggregate, "team_id", aggregate.id)
-    return bool(owner == team_id)
+def load_in_team(
+    store: EventStorePort, aggregate_id: UUID, cls: type[A], team_id: UUID
+) -> A | None:
+    """The aggregate if it exists and belongs to ``team_id``: another team's ids
+    are indistinguishable from ids that do not exist."""
+    aggregate = store.get(aggregate_id, cls)
+    if aggregate is None or getattr(aggregate, "team_id", aggregate.id) != team_id:
+        return None
+    return aggregate
 
 
 def fingerprint(name: str, payload: Any) -> str:
@@ -129,7 +132,6 @@ def run_command(
         session = Session(store, context)
         decision = decide(session)
         version = decision.subject.version if decision.subject is not None else None
-        result_data = decision.data
         records = list(session.records)
         if context.idempotency_key is not None:
             records.append(
@@ -138,7 +140,7 @@ def run_command(
                     idempotency_key=context.idempotency_key,
                     request_fingerprint=request_fingerprint,
                     status_code=decision.status_code,
-                    response={"data": result_data, "version": version},
+                    response={"data": decision.data, "version": version},
                 )
             )
         try:
@@ -155,7 +157,7 @@ def run_command(
             time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter, not crypto
             continue
         position = positions[-1] if positions else store.head_position()
-        return CommandResult(result_data, position, version, decision.status_code)
+        return CommandResult(decision.data, position, version, decision.status_code)
     raise VersionConflict("too many concurrent changes; retry")
 
 

@@ -10,7 +10,7 @@ from aggregates.journal_entry import JournalEntry
 from api.dependencies import CommandCtx, ServicesDep, TeamActor
 from api.errors import ApiError
 from api.responses import OrjsonResponse
-from api.results import command_response
+from api.results import command_response, read_in_team, resource_response
 from commands import entries
 from commands.models import CreateEntry, EditEntry
 
@@ -24,11 +24,10 @@ def create_entry(body: CreateEntry, ctx: CommandCtx, services: ServicesDep) -> O
 
 @router.get("/{entry_id}", summary="One entry, if this key may see it")
 def get_entry(entry_id: UUID, actor: TeamActor, services: ServicesDep) -> OrjsonResponse:
-    entry = services.event_store.get(entry_id, JournalEntry)
-    if entry is None or not entry.is_visible_to(actor):
+    entry = read_in_team(services, entry_id, JournalEntry, actor, "entry")
+    if not entry.is_visible_to(actor):
         raise ApiError(404, "NOT_FOUND", "entry not found")
-    view = entries.entry_view(entry)
-    return OrjsonResponse({"data": view}, headers={"ETag": f'"{entry.version}"'})
+    return resource_response(entries.entry_view(entry), entry.version)
 
 
 @router.patch("/{entry_id}", summary="Edit an entry or change its visibility")

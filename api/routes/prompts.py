@@ -8,9 +8,8 @@ from fastapi import APIRouter
 
 from aggregates.prompt import Prompt
 from api.dependencies import CommandCtx, ServicesDep, TeamActor
-from api.errors import ApiError
 from api.responses import OrjsonResponse
-from api.results import command_response
+from api.results import command_response, read_in_team, resource_response
 from commands import prompts
 from commands.models import CreatePrompt, EditPrompt
 
@@ -24,11 +23,8 @@ def create_prompt(body: CreatePrompt, ctx: CommandCtx, services: ServicesDep) ->
 
 @router.get("/{prompt_id}", summary="One prompt")
 def get_prompt(prompt_id: UUID, actor: TeamActor, services: ServicesDep) -> OrjsonResponse:
-    prompt = services.event_store.get(prompt_id, Prompt)
-    if prompt is None or prompt.team_id != actor.team_id:
-        raise ApiError(404, "NOT_FOUND", "prompt not found")
-    view = prompts.prompt_view(prompt)
-    return OrjsonResponse({"data": view}, headers={"ETag": f'"{prompt.version}"'})
+    prompt = read_in_team(services, prompt_id, Prompt, actor, "prompt")
+    return resource_response(prompts.prompt_view(prompt), prompt.version)
 
 
 @router.patch("/{prompt_id}", summary="Edit a prompt's text or schedule")

@@ -7,9 +7,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from aggregates.team import Team
 from api.dependencies import CommandCtx, CurrentActor, OperatorToken, ServicesDep, TeamActor
-from api.errors import ApiError
 from api.responses import OrjsonResponse
-from api.results import command_response
+from api.results import command_response, read_in_team, resource_response
 from commands import teams
 from commands.models import CreateTeam, UpdateTeam
 
@@ -41,10 +40,8 @@ async def create_team(
 
 @router.get("/v1/teams/{team_id}", summary="The team and its members")
 def get_team(actor: TeamActor, services: ServicesDep) -> OrjsonResponse:
-    team = services.event_store.get(actor.team_id, Team)
-    if team is None:
-        raise ApiError(404, "NOT_FOUND", "team not found")
-    return OrjsonResponse({"data": teams.team_view(team)}, headers={"ETag": f'"{team.version}"'})
+    team = read_in_team(services, actor.team_id, Team, actor, "team")
+    return resource_response(teams.team_view(team), team.version)
 
 
 @router.patch("/v1/teams/{team_id}", summary="Rename the team or change its plan")

@@ -10,7 +10,7 @@ from aggregates.webhook_endpoint import WebhookEndpoint
 from api.dependencies import CommandCtx, ServicesDep, TeamActor
 from api.errors import ApiError
 from api.responses import OrjsonResponse
-from api.results import command_response
+from api.results import command_response, read_in_team, resource_response
 from commands import webhooks
 from commands.models import RegisterWebhook, RotateWebhookSecret, UpdateWebhook
 
@@ -26,13 +26,12 @@ def register(body: RegisterWebhook, ctx: CommandCtx, services: ServicesDep) -> O
 
 @router.get("/{webhook_id}", summary="One endpoint (never its secret)")
 def get_webhook(webhook_id: UUID, actor: TeamActor, services: ServicesDep) -> OrjsonResponse:
-    endpoint = services.event_store.get(webhook_id, WebhookEndpoint)
-    if endpoint is None or endpoint.team_id != actor.team_id or endpoint.deleted:
+    endpoint = read_in_team(services, webhook_id, WebhookEndpoint, actor, "webhook")
+    if endpoint.deleted:
         raise ApiError(404, "NOT_FOUND", "webhook not found")
     if not actor.is_manager:
         raise ApiError(403, "FORBIDDEN", "only owners and admins manage webhooks")
-    view = webhooks.webhook_view(endpoint)
-    return OrjsonResponse({"data": view}, headers={"ETag": f'"{endpoint.version}"'})
+    return resource_response(webhooks.webhook_view(endpoint), endpoint.version)
 
 
 @router.patch("/{webhook_id}", summary="Change an endpoint's URL, filter or description")
