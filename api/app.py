@@ -11,9 +11,11 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
+from api.freshness import ProjectionPositions
 from api.request_context import RequestIdMiddleware
 from api.routes import entries, health, members, prompts, teams, webhooks
 from infra.bootstrap import open_services
+from infra.projection_wiring import connector
 from infra.settings import Settings, load_settings
 
 __all__ = ["create_app"]
@@ -27,10 +29,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await run_in_threadpool(open_services, settings)
         app.state.services = services
+        app.state.positions = ProjectionPositions(connector(services.target, name="chronik-api"))
+        app.state.positions.start()
         try:
             await services.connect_messaging(name="chronik-api")
             yield
         finally:
+            app.state.positions.stop()
             await services.aclose()
 
     app = FastAPI(

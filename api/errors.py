@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from aggregates.base import DomainError
 from api.responses import OrjsonResponse
 from commands.ports import Unavailable
+from projections.pagination import InvalidCursor
 
 __all__ = ["ApiError", "error_response", "install_error_handlers"]
 
@@ -131,6 +132,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             request, exc.status, exc.code, exc.message, details=exc.details, headers=exc.headers
         )
+
+    @app.exception_handler(InvalidCursor)
+    async def _cursor(request: Request, exc: InvalidCursor) -> OrjsonResponse:
+        return error_response(request, 400, "MALFORMED", str(exc), details={"field": "cursor"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> OrjsonResponse:

@@ -15,6 +15,7 @@ import structlog
 from aggregates.base import DomainError
 from infra.devstack.stack import StackAlreadyRunning
 from infra.logging import configure_logging, redact
+from infra.operations import OperationError
 from infra.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
@@ -82,10 +83,35 @@ def _api(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(settings: Settings, _: argparse.Namespace) -> int:
+    from infra.operations import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+def _projections(settings: Settings, args: argparse.Namespace) -> int:
+    from infra import operations
+
+    match args.action:
+        case "status":
+            print("\n".join(operations.status_lines(settings)))
+        case "retry":
+            print(operations.retry(settings, args.name))
+        case "skip":
+            print(operations.skip(settings, args.name, args.position, args.reason))
+        case "rebuild":
+            print(operations.rebuild(settings, args.name, args.batch_size))
+    return 0
+
+
 def _dev(settings: Settings, _: argparse.Namespace) -> int:
+    import threading
+
     from infra.db import PostgresTarget
     from infra.devstack import DevStack
     from infra.migrations import migrate
+    from infra.operations import run_worker
 
     with DevStack(settings) as stack:
         settings = stack.start()
@@ -97,15 +123,24 @@ def _dev(settings: Settings, _: argparse.Namespace) -> int:
         print(f"demo team: {base}/v1/teams/{team_id}", flush=True)
         print(f"owner key: {owner_key}", flush=True)
         print(f"API docs: http://{settings.http_host}:{settings.http_port}/docs", flush=True)
-        # Ctrl-C is how a developer stops the stack: a clean exit, not an error.
-        with contextlib.suppress(KeyboardInterrupt):
-            _serve(settings)
+        stop_worker = threading.Event()
+        worker = threading.Thread(target=run_worker, args=(settings, stop_worker), name="worker")
+        worker.start()
+        try:
+            # Ctrl-C is how a developer stops the stack: a clean exit, not an error.
+            with contextlib.suppress(KeyboardInterrupt):
+                _serve(settings)
+        finally:
+            stop_worker.set()
+            worker.join(timeout=15)
     return 0
 
 
 _COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
-    "dev": ("start embedded servers (unless configured), migrate, serve", _dev),
+    "dev": ("start embedded servers (unless configured), migrate, serve and run workers", _dev),
     "api": ("serve the HTTP API against the configured servers", _api),
+    "worker": ("run every projection until SIGINT/SIGTERM", _worker),
+    "projections": ("projection status, retry, skip and rebuild", _projections),
     "migrate": ("apply pending database migrations", _migrate),
     "bootstrap": ("create a team and print its owner key", _bootstrap),
 }
@@ -118,6 +153,17 @@ def _parser() -> argparse.ArgumentParser:
     parsers["bootstrap"].add_argument("--team", required=True, help="the team's name")
     parsers["bootstrap"].add_argument("--owner", required=True, help="the owner's email")
     parsers["bootstrap"].add_argument("--plan", default="team", help="free, team or enterprise")
+    actions = parsers["projections"].add_subparsers(dest="action", required=True)
+    actions.add_parser("status", help="position, lag and stalls of every projection")
+    retry = actions.add_parser("retry", help="resume a stalled projection at the failed event")
+    retry.add_argument("name")
+    skip = actions.add_parser("skip", help="mark the event a projection stalled at as applied")
+    skip.add_argument("name")
+    skip.add_argument("--position", type=int, required=True, help="where it stalled")
+    skip.add_argument("--reason", default="", help="recorded with the skip")
+    rebuild = actions.add_parser("rebuild", help="rebuild beside the live tables, then switch")
+    rebuild.add_argument("name")
+    rebuild.add_argument("--batch-size", type=int, default=None)
     return parser
 
 
@@ -129,7 +175,7 @@ def _failure(exc: Exception) -> tuple[int, str] | None:
         case pydantic.ValidationError():
             first = exc.errors()[0]
             return 2, f"{first['loc'][0]}: {first['msg']}"
-        case StackAlreadyRunning():
+        case StackAlreadyRunning() | OperationError():
             return 1, str(exc)
         case DomainError():
             return 1, exc.message

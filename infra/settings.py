@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     db_pool_size: int = Field(default=10, ge=1, le=200)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    projection_batch_size: int = Field(
+        default=500, ge=1, le=50_000, description="Events a projection applies per transaction."
+    )
+    projection_poll_interval: float = Field(
+        default=1.0, gt=0, le=60, description="Seconds between polls if a NOTIFY is missed."
+    )
+    read_wait_timeout: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="How long a read with min_position waits before 503 STALE_READ.",
+    )
 
     @field_validator("database_url")
     @classmethod

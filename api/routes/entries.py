@@ -1,18 +1,22 @@
-"""Journal entries: commands, and reading one entry as it stands."""
+"""Journal entries: commands, and reads from the entries read model."""
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime, Field
 
-from aggregates.journal_entry import JournalEntry
 from api.dependencies import CommandCtx, ServicesDep, TeamActor
 from api.errors import ApiError
+from api.freshness import EntriesFresh
+from api.pagination import PageQuery, page_response
 from api.responses import OrjsonResponse
-from api.results import command_response, read_in_team, resource_response
+from api.results import command_response, resource_response
 from commands import entries
 from commands.models import CreateEntry, EditEntry
+from projections.entries import EntryFilter, entry_view, get_entry, list_entries
 
 router = APIRouter(prefix="/v1/teams/{team_id}/entries", tags=["entries"])
 
@@ -22,12 +26,46 @@ def create_entry(body: CreateEntry, ctx: CommandCtx, services: ServicesDep) -> O
     return command_response(entries.create_entry(services.event_store, ctx, body))
 
 
+class EntryQuery(PageQuery):
+    author: UUID | None = None
+    tag: str | None = Field(default=None, max_length=64)
+    prompt_id: UUID | None = None
+    visibility: Literal["team", "private"] | None = None
+    include_deleted: bool = False
+    updated_after: AwareDatetime | None = None
+
+
+@router.get("", summary="Entries this key may see, newest first")
+def list_team_entries(
+    query: Annotated[EntryQuery, Query()],
+    actor: TeamActor,
+    services: ServicesDep,
+    _: EntriesFresh,
+) -> OrjsonResponse:
+    where = EntryFilter(
+        author=query.author,
+        tag=query.tag,
+        prompt_id=query.prompt_id,
+        visibility=query.visibility,
+        include_deleted=query.include_deleted,
+        updated_after=query.updated_after,
+    )
+    with services.pool.connection() as conn:
+        page = list_entries(
+            conn, actor.team_id, actor.user_id, where, limit=query.limit, cursor=query.cursor
+        )
+    return page_response([entry_view(row) for row in page.rows], page.next_cursor)
+
+
 @router.get("/{entry_id}", summary="One entry, if this key may see it")
-def get_entry(entry_id: UUID, actor: TeamActor, services: ServicesDep) -> OrjsonResponse:
-    entry = read_in_team(services, entry_id, JournalEntry, actor, "entry")
-    if not entry.is_visible_to(actor):
+def get_one_entry(
+    entry_id: UUID, actor: TeamActor, services: ServicesDep, _: EntriesFresh
+) -> OrjsonResponse:
+    with services.pool.connection() as conn:
+        row = get_entry(conn, actor.team_id, actor.user_id, entry_id)
+    if row is None:
         raise ApiError(404, "NOT_FOUND", "entry not found")
-    return resource_response(entries.entry_view(entry), entry.version)
+    return resource_response(entry_view(row), row["version"])
 
 
 @router.patch("/{entry_id}", summary="Edit an entry or change its visibility")

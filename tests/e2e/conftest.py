@@ -1,11 +1,12 @@
-"""A real API server (uvicorn on a free port) against this test's database."""
+"""A real API server (uvicorn on a free port) and a projection worker against
+this test's database."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -14,19 +15,39 @@ import uvicorn
 from pydantic import SecretStr
 
 from api.app import create_app
+from infra.db import PostgresTarget
 from infra.devstack.processes import free_port
+from infra.event_store import open_event_store
+from infra.projection_wiring import open_projection_worker
 from infra.settings import Settings
+from projections.catalog import all_projections
 
 OPERATOR_TOKEN = "operator-token-for-tests"
 
 
 @dataclass
 class Api:
-    base_url: str
+    """Clients share one read-your-writes session, as a client SDK would: every
+    read waits for the last position any write of the session returned."""
 
-    def client(self, key: str | None = None) -> httpx.Client:
+    base_url: str
+    last_position: list[int] = field(default_factory=lambda: [0])
+
+    def client(self, key: str | None = None, *, session: bool = True) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+        hooks: dict[str, list[Any]] = {"request": [], "response": []}
+        if session:
+            hooks = {"request": [self._wait_for_writes], "response": [self._remember_position]}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30, event_hooks=hooks)
+
+    def _wait_for_writes(self, request: httpx.Request) -> None:
+        if request.method == "GET" and "Chronik-Min-Position" not in request.headers:
+            request.headers["Chronik-Min-Position"] = str(self.last_position[0])
+
+    def _remember_position(self, response: httpx.Response) -> None:
+        position = response.headers.get("Chronik-Position")
+        if position is not None:
+            self.last_position[0] = max(self.last_position[0], int(position))
 
     def create_team(self, plan: str = "team", name: str = "Acme") -> dict[str, Any]:
         with self.client(OPERATOR_TOKEN) as c:
@@ -39,13 +60,34 @@ class Api:
 
 
 @pytest.fixture
-def api(settings: Settings) -> Iterator[Api]:
-    port = free_port()
-    app_settings = settings.model_copy(
-        update={"operator_token": SecretStr(OPERATOR_TOKEN), "http_port": port}
+def api_settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            "operator_token": SecretStr(OPERATOR_TOKEN),
+            "http_port": free_port(),
+            "projection_poll_interval": 0.5,
+        }
     )
+
+
+@pytest.fixture
+def worker(api_settings: Settings) -> Iterator[None]:
+    """All projections, running as `chronik worker` runs them."""
+    store = open_event_store(
+        PostgresTarget.from_url(api_settings.database_url_value()), pool_size=4
+    )
+    projection_worker = open_projection_worker(api_settings, store, all_projections())
+    projection_worker.start()
+    yield
+    projection_worker.stop()
+    store.close()
+
+
+@pytest.fixture
+def api(api_settings: Settings, worker: None) -> Iterator[Api]:
+    port = api_settings.http_port
     config = uvicorn.Config(
-        create_app(app_settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"
+        create_app(api_settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

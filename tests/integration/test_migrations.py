@@ -33,6 +33,30 @@ EXPECTED_COLUMNS = {
         "secret": "text",
         "created_at": "timestamp with time zone",
     },
+    "projection_generations": {
+        "id": "integer",
+        "projection": "text",
+        "version": "integer",
+        "state": "text",
+        "position": "bigint",
+        "applied_events": "bigint",
+        "stalled_position": "bigint",
+        "stalled_error": "text",
+        "stalled_at": "timestamp with time zone",
+        "created_at": "timestamp with time zone",
+        "updated_at": "timestamp with time zone",
+        "activated_at": "timestamp with time zone",
+        "retired_at": "timestamp with time zone",
+    },
+    "projection_log": {
+        "id": "bigint",
+        "projection": "text",
+        "generation": "integer",
+        "action": "text",
+        "position": "bigint",
+        "detail": "text",
+        "at": "timestamp with time zone",
+    },
     "schema_migrations": {
         "version": "integer",
         "name": "text",
@@ -40,7 +64,11 @@ EXPECTED_COLUMNS = {
         "applied_at": "timestamp with time zone",
     },
 }
-EXPECTED_INDEXES = {"chronik_events_pkey", "chronik_events_notification_id_idx"}
+EXPECTED_INDEXES = {
+    "chronik_events_pkey",
+    "chronik_events_notification_id_idx",
+    "projection_generations_one_active_idx",
+}
 
 
 def _conninfo(url: str) -> str:
@@ -69,6 +97,9 @@ def test_migrating_an_empty_database_gives_the_expected_schema(empty_database_ur
         types = {r[0] for r in conn.execute("SELECT typname FROM pg_type").fetchall()}
     assert indexes >= EXPECTED_INDEXES
     assert "stored_event_uuid" in types
+    with psycopg.connect(conninfo) as conn:
+        schemas = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace").fetchall()}
+    assert "reads" in schemas
 
 
 def test_migrations_are_numbered_without_gaps() -> None:

@@ -14,7 +14,16 @@ OUR_PACKAGES = {"aggregates", "commands", "projections", "api", "infra"}
 ALLOWED = {
     "aggregates": {"aggregates", "eventsourcing.domain", "pydantic"},
     "commands": {"aggregates", "commands", "eventsourcing", "pydantic", "orjson"},
-    "projections": {"aggregates", "projections", "psycopg", "eventsourcing", "pydantic", "orjson"},
+    # Runners are long-lived workers: they log, with the same structured logger as infra.
+    "projections": {
+        "aggregates",
+        "projections",
+        "psycopg",
+        "eventsourcing",
+        "pydantic",
+        "orjson",
+        "structlog",
+    },
 }
 
 

@@ -1,0 +1,209 @@
+"""What ``chronik worker`` and ``chronik projections ...`` do."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any, Final
+
+import psycopg
+import structlog
+from psycopg import sql
+from tqdm import tqdm
+
+from infra.db import PostgresTarget
+from infra.event_store import open_event_store
+from infra.projection_wiring import (
+    StoredEventSource,
+    connector,
+    open_projection_worker,
+    runner_config,
+)
+from infra.settings import Settings
+from projections import registry
+from projections.base import Projection
+from projections.catalog import all_projections, projection_named
+from projections.registry import Generation
+from projections.runner import GenerationRunner
+from projections.status import ProjectionStatus, statuses
+from projections.wakeups import CONTROL_CHANNEL
+
+__all__ = [
+    "OperationError",
+    "rebuild",
+    "retry",
+    "run_worker",
+    "skip",
+    "status_lines",
+]
+
+log = structlog.get_logger(__name__)
+
+HEAD_POSITION: Final = "SELECT coalesce(max(notification_id), 0) FROM chronik_events"
+REBUILD_BATCH: Final = 2000
+
+
+class OperationError(Exception):
+    """An operator's request that cannot be done; the message says why."""
+
+
+def _target(settings: Settings) -> PostgresTarget:
+    return PostgresTarget.from_url(settings.database_url_value())
+
+
+def _connect(settings: Settings) -> psycopg.Connection[Any]:
+    return connector(_target(settings), name="chronik-cli")()
+
+
+def head_position(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(HEAD_POSITION).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _projection(name: str) -> Projection:
+    found = projection_named(name)
+    if found is None:
+        names = ", ".join(p.name for p in all_projections())
+        raise OperationError(f"no projection named {name!r} (known: {names})")
+    return found
+
+
+def _notify_runners(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(CONTROL_CHANNEL)))
+
+
+def run_worker(settings: Settings, stop: threading.Event | None = None) -> None:
+    """Every projection, until SIGINT/SIGTERM (or ``stop``)."""
+    stop = stop or _stop_on_signals()
+    store = open_event_store(_target(settings), pool_size=settings.db_pool_size)
+    worker = open_projection_worker(settings, store, all_projections())
+    worker.start()
+    log.info("worker started", projections=[p.name for p in worker.projections])
+    try:
+        stop.wait()
+    finally:
+        worker.stop()
+        store.close()
+        log.info("worker stopped")
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def status_lines(settings: Settings) -> list[str]:
+    with _connect(settings) as conn:
+        rows = statuses(conn, all_projections(), head_position(conn))
+    lines = [f"{'projection':<12} {'gen':>4} {'ver':>3} {'state':<9} {'position':>10} {'lag':>8}"]
+    lines += [_status_line(row) for row in rows]
+    return lines
+
+
+def _status_line(row: ProjectionStatus) -> str:
+    line = (
+        f"{row.name:<12} {row.generation or '-':>4} {row.version or '-':>3} {row.state:<9} "
+        f"{row.position:>10} {row.lag:>8}"
+    )
+    if row.stalled:
+        line += f"  STALLED at {row.stalled_position}: {row.stalled_error}"
+    return line
+
+
+def retry(settings: Settings, name: str) -> str:
+    _projection(name)
+    with _connect(settings) as conn:
+        cleared = registry.retry(conn, name)
+        _notify_runners(conn)
+    if not cleared:
+        raise OperationError(f"{name} is not stalled")
+    log.warning("projection retry requested", projection=name, cleared=cleared)
+    return f"{name}: retrying from position {cleared[0][1]}"
+
+
+def skip(settings: Settings, name: str, position: int, reason: str) -> str:
+    _projection(name)
+    with _connect(settings) as conn:
+        try:
+            registry.skip(conn, name, position, reason)
+        except registry.NotStalled as exc:
+            raise OperationError(str(exc)) from None
+        _notify_runners(conn)
+    # An event that will never be in this read model: say so loudly.
+    log.warning("projection event skipped", projection=name, position=position, reason=reason)
+    return f"{name}: skipped the event at position {position}; the skip is logged"
+
+
+def rebuild(settings: Settings, name: str, batch_size: int | None = None) -> str:
+    """Builds a new generation beside the live one, then switches readers to it."""
+    projection = _projection(name)
+    store = open_event_store(_target(settings), pool_size=2)
+    try:
+        with _connect(settings) as conn:
+            generation = registry.create_generation(conn, projection, rebuild=True)
+            target = head_position(conn)
+            _notify_runners(conn)
+        started = time.monotonic()
+        done = _build(settings, store_source=StoredEventSource(store), projection=projection,
+                      generation=generation, target=target, batch_size=batch_size)  # fmt: skip
+    finally:
+        store.close()
+    elapsed = time.monotonic() - started
+    if done.stalled:
+        raise OperationError(
+            f"{name}: the rebuild stalled at position {done.stalled_position}: "
+            f"{done.stalled_error}; fix it, then `chronik projections retry {name}`"
+        )
+    rate = done.applied_events / elapsed if elapsed else 0.0
+    return (
+        f"{name}: generation {generation.id} now serves reads at position {done.position}; "
+        f"{done.applied_events} events applied in {elapsed:.1f} s ({rate:,.0f} events/s)"
+    )
+
+
+def _build(
+    settings: Settings,
+    *,
+    store_source: StoredEventSource,
+    projection: Projection,
+    generation: Generation,
+    target: int,
+    batch_size: int | None,
+) -> Generation:
+    connect = connector(_target(settings), name="chronik-rebuild")
+    bar = tqdm(
+        total=target, initial=generation.position, unit="pos", unit_scale=True,
+        desc=f"rebuilding {projection.name}", file=sys.stderr, dynamic_ncols=True,
+    )  # fmt: skip
+
+    def advanced(done: Generation) -> None:
+        bar.update(max(min(done.position, target) - bar.n, 0))
+
+    runner = GenerationRunner(
+        projection,
+        generation.id,
+        connect=connect,
+        source=store_source,
+        config=runner_config(settings, batch_size=batch_size or REBUILD_BATCH),
+        wake=threading.Event(),
+        stopping=threading.Event(),
+        on_batch=advanced,
+        until_active=True,
+    )
+    try:
+        runner.run()
+    finally:
+        bar.close()
+    with connect() as conn:
+        final = registry.load(conn, generation.id)
+    assert final is not None
+    return final

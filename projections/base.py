@@ -1,0 +1,80 @@
+"""What a projection is: a named, versioned read model fed events in batches.
+
+A projection owns some tables. Its ``ddl`` creates them in whatever schema is
+first on the search path, so the engine can build a new generation of them
+beside the live one. ``apply`` writes one batch with set-based SQL inside the
+transaction that also records the batch's position: a batch is applied
+completely, together with its tracking, or not at all.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import psycopg
+from eventsourcing.utils import get_topic
+
+from aggregates.base import Aggregate, DomainEvent
+
+__all__ = ["Cursor", "Fact", "Projection", "topic_of"]
+
+Cursor = psycopg.Cursor[dict[str, Any]]
+
+
+def topic_of(aggregate: type[Aggregate], event_name: str) -> str:
+    """The stored topic of ``aggregate``'s event class ``event_name``
+    (the classes are made by ``@event`` at runtime, so names, not attributes)."""
+    return f"{get_topic(aggregate)}.{event_name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """A decoded event and where it sits in the global log."""
+
+    position: int
+    topic: str
+    event: DomainEvent
+
+    @property
+    def name(self) -> str:
+        """The event class's own name, e.g. ``Edited``."""
+        return self.topic.rpartition(".")[2]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The event's fields (the classes are made at runtime, so no attributes
+        a type checker could see)."""
+        return self.event.__dict__
+
+    @property
+    def aggregate_id(self) -> Any:
+        return self.event.originator_id
+
+    @property
+    def version(self) -> int:
+        return self.event.originator_version
+
+
+class Projection(ABC):
+    name: ClassVar[str]
+    # Bump when the tables or the handling change: a new generation is then
+    # built from position 0 beside the live one and swapped in when caught up.
+    version: ClassVar[int]
+    # Tables readers see, as views ``reads.<table>``.
+    tables: ClassVar[tuple[str, ...]]
+    ddl: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def topics(self) -> frozenset[str]:
+        """The stored topics this projection reads; others are not even decoded."""
+
+    @abstractmethod
+    def apply(self, cur: Cursor, facts: Sequence[Fact]) -> None:
+        """Write ``facts`` (in position order) to this projection's tables."""
+
+    def __repr__(self) -> str:
+        return f"<projection {self.name} v{self.version}>"

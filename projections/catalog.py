@@ -1,0 +1,16 @@
+"""Every projection the worker runs, by name."""
+
+from __future__ import annotations
+
+from projections.base import Projection
+from projections.entries import EntriesProjection
+
+__all__ = ["all_projections", "projection_named"]
+
+
+def all_projections() -> list[Projection]:
+    return [EntriesProjection()]
+
+
+def projection_named(name: str) -> Projection | None:
+    return next((p for p in all_projections() if p.name == name), None)

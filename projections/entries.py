@@ -1,0 +1,204 @@
+"""Journal entries as they stand: one row per entry, soft-deleted rows kept.
+
+Lists are newest first by the position of the entry's creation, a unique,
+ever-growing key, so keyset pages stay stable while entries are written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Final
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from aggregates.journal_entry import JournalEntry
+from projections.base import Fact, topic_of
+from projections.folding import FoldingProjection, Key, MissingRow, Row, Table, TableFold
+from projections.pagination import Page, decode_cursor, encode_cursor
+
+__all__ = ["EntriesProjection", "EntryFilter", "Page", "get_entry", "list_entries"]
+
+DDL: Final = """
+CREATE TABLE entries (
+    id uuid PRIMARY KEY,
+    team_id uuid NOT NULL,
+    author_id uuid NOT NULL,
+    title text NOT NULL,
+    body text NOT NULL,
+    tags text[] NOT NULL,
+    visibility text NOT NULL,
+    prompt_id uuid,
+    version bigint NOT NULL,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    deleted_at timestamptz,
+    created_position bigint NOT NULL,
+    position bigint NOT NULL
+);
+CREATE INDEX entries_team_idx ON entries (team_id, created_position DESC);
+CREATE INDEX entries_author_idx ON entries (team_id, author_id, created_position DESC);
+CREATE INDEX entries_prompt_idx ON entries (team_id, prompt_id, created_position DESC)
+    WHERE prompt_id IS NOT NULL;
+"""
+
+ENTRIES: Final = Table(
+    "entries",
+    key=(("id", "uuid"),),
+    columns=(
+        "id", "team_id", "author_id", "title", "body", "tags", "visibility", "prompt_id",
+        "version", "created_at", "updated_at", "deleted_at", "created_position", "position",
+    ),
+)  # fmt: skip
+
+_EVENTS: Final = ("Created", "Edited", "VisibilityChanged", "Deleted", "Restored")
+
+
+class EntryFold(TableFold):
+    table = ENTRIES
+
+    def keys(self, fact: Fact) -> Iterable[Key]:
+        return ((fact.aggregate_id,),)
+
+    def fold(self, key: Key, row: Row | None, fact: Fact) -> Row | None:
+        data = fact.data
+        stamp = {
+            "version": fact.version,
+            "updated_at": data["timestamp"],
+            "position": fact.position,
+        }
+        if fact.name == "Created":
+            return {
+                "id": fact.aggregate_id,
+                "team_id": data["team_id"],
+                "author_id": data["author_id"],
+                "title": data["title"],
+                "body": data["body"],
+                "tags": list(data["tags"]),
+                "visibility": str(data["visibility"]),
+                "prompt_id": data["prompt_id"],
+                "created_at": data["timestamp"],
+                "deleted_at": None,
+                "created_position": fact.position,
+                **stamp,
+            }
+        if row is None:
+            raise MissingRow(f"entry {fact.aggregate_id} has no row for {fact.name}")
+        match fact.name:
+            case "Edited":
+                change = {"title": data["title"], "body": data["body"], "tags": list(data["tags"])}
+            case "VisibilityChanged":
+                change = {"visibility": str(data["visibility"])}
+            case "Deleted":
+                change = {"deleted_at": data["deleted_at"]}
+            case "Restored":
+                change = {"deleted_at": None}
+            case _:
+                change = {}
+        return {**row, **change, **stamp}
+
+
+class EntriesProjection(FoldingProjection):
+    name = "entries"
+    version = 1
+    tables = ("entries",)
+    ddl = DDL
+    folds = (EntryFold(),)
+    handled: ClassVar[frozenset[str]] = frozenset(topic_of(JournalEntry, e) for e in _EVENTS)
+
+
+# -- reads ---------------------------------------------------------------------------
+
+_COLUMNS: Final = sql.SQL(
+    "id, team_id, author_id, title, body, tags, visibility, prompt_id, version, "
+    "created_at, updated_at, deleted_at, created_position"
+)
+# Private entries are their author's alone, whatever the reader's role.
+_VISIBLE: Final = "team_id = %(team_id)s AND (visibility = 'team' OR author_id = %(reader)s)"
+SELECT_ENTRY: Final = sql.SQL("SELECT {} FROM reads.entries WHERE id = %(id)s AND {}").format(
+    _COLUMNS, sql.SQL(_VISIBLE)
+)
+# Each optional filter is a fixed condition; only the set of them varies.
+_FILTERS: Final = {
+    "author": "author_id = %(author)s",
+    "tag": "%(tag)s = ANY(tags)",
+    "prompt_id": "prompt_id = %(prompt_id)s",
+    "visibility": "visibility = %(visibility)s",
+    "updated_after": "updated_at > %(updated_after)s",
+    "before": "created_position < %(before)s",
+}
+_NOT_DELETED: Final = "deleted_at IS NULL"
+_CURSOR_KIND: Final = "entries"
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFilter:
+    author: UUID | None = None
+    tag: str | None = None
+    prompt_id: UUID | None = None
+    visibility: str | None = None
+    include_deleted: bool = False
+    updated_after: datetime | None = None
+
+
+def entry_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "title": row["title"],
+        "body": row["body"],
+        "tags": row["tags"],
+        "visibility": row["visibility"],
+        "prompt_id": str(row["prompt_id"]) if row["prompt_id"] else None,
+        "author_id": str(row["author_id"]),
+        "version": row["version"],
+        "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+        "deleted_at": row["deleted_at"].isoformat() if row["deleted_at"] else None,
+    }
+
+
+def get_entry(
+    conn: psycopg.Connection[Any], team_id: UUID, reader: UUID, entry_id: UUID
+) -> dict[str, Any] | None:
+    params = {"id": entry_id, "team_id": team_id, "reader": reader}
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(SELECT_ENTRY, params).fetchone()
+
+
+def list_entries(
+    conn: psycopg.Connection[Any],
+    team_id: UUID,
+    reader: UUID,
+    where: EntryFilter,
+    *,
+    limit: int,
+    cursor: str | None,
+) -> Page:
+    """One page of the entries ``reader`` may see; raises InvalidCursor."""
+    params: dict[str, Any] = {
+        "team_id": team_id,
+        "reader": reader,
+        "author": where.author,
+        "tag": where.tag.lower() if where.tag else None,
+        "prompt_id": where.prompt_id,
+        "visibility": where.visibility,
+        "updated_after": where.updated_after,
+        "before": decode_cursor(_CURSOR_KIND, cursor, int)[0] if cursor else None,
+        "limit": limit + 1,
+    }
+    conditions = [_VISIBLE, *(c for name, c in _FILTERS.items() if params[name] is not None)]
+    if not where.include_deleted:
+        conditions.append(_NOT_DELETED)
+    query = sql.SQL(
+        "SELECT {} FROM reads.entries WHERE {} ORDER BY created_position DESC LIMIT %(limit)s"
+    ).format(_COLUMNS, sql.SQL(" AND ").join(sql.SQL(c) for c in conditions))
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query, params).fetchall()
+    if len(rows) <= limit:
+        return Page(rows, None)
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(_CURSOR_KIND, rows[-1]["created_position"]))

@@ -1,0 +1,55 @@
+"""Opaque keyset cursors: clients pass them back unchanged and never parse them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+__all__ = ["InvalidCursor", "Page", "decode_cursor", "encode_cursor", "page_of"]
+
+_MAX_CURSOR_CHARS = 200
+
+
+class InvalidCursor(ValueError):
+    """The cursor was not one of ours (or was made for another list)."""
+
+
+def encode_cursor(kind: str, *values: int | str) -> str:
+    raw = orjson.dumps([kind, *values])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str, *types: type[int] | type[str]) -> tuple[Any, ...]:
+    """The values ``encode_cursor(kind, ...)`` put in, checked against ``types``."""
+    if len(cursor) > _MAX_CURSOR_CHARS:
+        raise InvalidCursor("cursor is too long")
+    try:
+        decoded = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, orjson.JSONDecodeError, ValueError):
+        raise InvalidCursor("cursor is not valid") from None
+    if not isinstance(decoded, list) or len(decoded) != len(types) + 1 or decoded[0] != kind:
+        raise InvalidCursor("cursor does not belong to this list")
+    values = decoded[1:]
+    # bool is an int to Python; a cursor never holds one.
+    if not all(type(v) is t for v, t in zip(values, types, strict=True)):
+        raise InvalidCursor("cursor is not valid")
+    return tuple(values)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def page_of(rows: list[dict[str, Any]], limit: int, kind: str, *keys: str) -> Page:
+    """The page of ``rows`` fetched with ``LIMIT limit + 1``: the extra row only
+    tells that another page exists; the cursor holds the last row's ``keys``."""
+    if len(rows) <= limit:
+        return Page(rows, None)
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(kind, *(rows[-1][key] for key in keys)))

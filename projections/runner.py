@@ -1,0 +1,207 @@
+"""The batch runner: applies the event log to one generation of a projection.
+
+Each batch is read after the generation's tracked position, applied with
+set-based SQL and its new position recorded in one transaction, so a runner
+killed at any instant leaves every event applied exactly once. One runner per
+generation is active across all processes (a session advisory lock on its own
+connection); the others stand by and take over when that connection dies.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final, Protocol
+
+import psycopg
+import structlog
+from eventsourcing.persistence import Notification
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from aggregates.base import DomainEvent
+from projections import registry
+from projections.base import Fact, Projection
+from projections.registry import Generation, LostOwnership
+
+__all__ = ["EventSource", "GenerationRunner", "RunnerConfig", "SourceUnavailable"]
+
+log = structlog.get_logger(__name__)
+
+
+class SourceUnavailable(Exception):
+    """The event log cannot be read right now (the database is down)."""
+
+
+LOCK_CLASS: Final = 0x7072  # advisory lock (class, generation id) of the active runner
+TRANSIENT: Final = (psycopg.OperationalError, psycopg.InterfaceError, SourceUnavailable)
+Connect = Callable[[], psycopg.Connection[Any]]
+
+
+class EventSource(Protocol):
+    """The event log as runners read it (the library's notification log)."""
+
+    def read(self, after: int, limit: int) -> Sequence[Notification]: ...
+
+    def decode(self, notification: Notification) -> DomainEvent: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerConfig:
+    batch_size: int = 500
+    # NOTIFY wakes runners at once; this is the fallback if one is missed.
+    poll_interval: float = 1.0
+    # How often a standby tries to become the active runner.
+    standby_interval: float = 1.0
+
+
+class GenerationRunner:
+    def __init__(
+        self,
+        projection: Projection,
+        generation_id: int,
+        *,
+        connect: Connect,
+        source: EventSource,
+        config: RunnerConfig,
+        wake: threading.Event,
+        stopping: threading.Event,
+        on_batch: Callable[[Generation], None] | None = None,
+        until_active: bool = False,
+    ) -> None:
+        self.projection = projection
+        self.generation_id = generation_id
+        self._connect = connect
+        self._source = source
+        self._config = config
+        self._wake = wake
+        self._stopping = stopping
+        self._on_batch = on_batch
+        self._until_active = until_active
+        self.active = threading.Event()  # set while this runner holds the lock
+        self._log = log.bind(projection=projection.name, generation=generation_id)
+
+    def run(self) -> None:
+        """Until the generation is retired (or, with ``until_active``, has
+        been made the one readers see or has stalled), or ``stopping`` is set."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                with self._connect() as conn:
+                    if self._stand_by_until_locked(conn) and self._run_locked(conn):
+                        return
+                delay = 0.5
+            except TRANSIENT as exc:
+                self._log.warning("projection runner lost the database", error=str(exc))
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                self.active.clear()
+
+    def _stand_by_until_locked(self, conn: psycopg.Connection[Any]) -> bool:
+        lock = "SELECT pg_try_advisory_lock(%s, %s)"
+        while not self._stopping.is_set():
+            row = conn.execute(lock, (LOCK_CLASS, self.generation_id)).fetchone()
+            if row is not None and row[0]:
+                schema = sql.Identifier(registry.schema_of(self.generation_id))
+                conn.execute(sql.SQL("SET search_path TO {}, public").format(schema))
+                self.active.set()
+                self._log.info("projection runner is active")
+                return True
+            self._stopping.wait(self._config.standby_interval)
+        return False
+
+    def _run_locked(self, conn: psycopg.Connection[Any]) -> bool:
+        """True when there is nothing more for this runner to do."""
+        while not self._stopping.is_set():
+            generation = registry.load(conn, self.generation_id)
+            if generation is None or generation.state == "retired":
+                self._log.info("projection generation retired")
+                return True
+            if self._until_active and (generation.state == "active" or generation.stalled):
+                return True
+            if generation.stalled:
+                self._sleep()
+                continue
+            self._wake.clear()
+            batch = self._source.read(generation.position, self._config.batch_size)
+            if batch:
+                try:
+                    self._apply(conn, generation, batch)
+                except LostOwnership:
+                    continue
+            elif generation.state == "building":
+                if not self._activate(conn, generation):
+                    self._sleep()
+            else:
+                self._sleep()
+        return False
+
+    def _sleep(self) -> None:
+        self._wake.wait(self._config.poll_interval)
+
+    def _facts(self, batch: Sequence[Notification]) -> list[Fact]:
+        topics = self.projection.topics
+        return [Fact(n.id, n.topic, self._source.decode(n)) for n in batch if n.topic in topics]
+
+    def _apply(
+        self, conn: psycopg.Connection[Any], generation: Generation, batch: Sequence[Notification]
+    ) -> None:
+        try:
+            self._commit(conn, generation, batch)
+        except (*TRANSIENT, LostOwnership):
+            raise
+        except Exception:  # noqa: BLE001 - a handler error: find the event, stall there
+            self._isolate(conn, generation, batch)
+
+    def _commit(
+        self, conn: psycopg.Connection[Any], generation: Generation, batch: Sequence[Notification]
+    ) -> Generation:
+        with conn.transaction():
+            facts = self._facts(batch)
+            with conn.cursor(row_factory=dict_row) as cur:
+                self.projection.apply(cur, facts)
+            registry.advance(conn, generation, batch[-1].id, len(facts))
+        done = replace(
+            generation,
+            position=batch[-1].id,
+            applied_events=generation.applied_events + len(facts),
+        )
+        if self._on_batch is not None:
+            self._on_batch(done)
+        return done
+
+    def _isolate(
+        self, conn: psycopg.Connection[Any], generation: Generation, batch: Sequence[Notification]
+    ) -> None:
+        """Apply the batch one event at a time: the events before the bad one
+        are kept, the bad one stops the generation, nothing is skipped."""
+        for notification in batch:
+            try:
+                generation = self._commit(conn, generation, [notification])
+            except (*TRANSIENT, LostOwnership):
+                raise
+            except Exception as exc:  # noqa: BLE001 - recorded, shown to operators
+                error = f"{type(exc).__name__}: {exc}"
+                registry.stall(conn, generation, notification.id, error)
+                self._log.error(
+                    "projection stalled", position=notification.id, topic=notification.topic,
+                    error=error,
+                )  # fmt: skip
+                return
+
+    def _activate(self, conn: psycopg.Connection[Any], generation: Generation) -> bool:
+        activated = registry.try_activate(conn, self.projection, generation)
+        if activated is None:
+            return False
+        self._log.info("projection generation now serves reads", position=generation.position)
+        if activated.previous is not None:
+            try:
+                conn.execute("SET lock_timeout = '10s'")
+                registry.drop_schema(conn, activated.previous.id)
+            except psycopg.errors.LockNotAvailable:
+                self._log.warning("old generation still in use; dropped later")
+            finally:
+                conn.execute("SET lock_timeout = 0")
+        return True
