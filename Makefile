@@ -35,3 +35,6 @@ unit: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.projections $(ARGS)

@@ -13,7 +13,7 @@ from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.freshness import ProjectionPositions
 from api.request_context import RequestIdMiddleware
-from api.routes import entries, health, members, prompts, teams, webhooks
+from api.routes import entries, health, members, metrics, prompts, teams, usage, webhooks
 from infra.bootstrap import open_services
 from infra.projection_wiring import connector
 from infra.settings import Settings, load_settings
@@ -47,6 +47,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
-    for module in (health, teams, members, entries, prompts, webhooks):
+    for module in (health, metrics, teams, members, entries, prompts, webhooks, usage):
         app.include_router(module.router)
     return app

@@ -1,29 +1,14 @@
-"""How a command's result is answered: body, status, ETag, Chronik-Position."""
+"""How results are answered: a resource with its ETag; a command with its status,
+ETag and Chronik-Position."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
-from uuid import UUID
+from typing import Any
 
-from aggregates.base import Actor, Aggregate
-from api.errors import ApiError
 from api.responses import OrjsonResponse
-from commands.unit_of_work import CommandResult, load_in_team
-from infra.bootstrap import Services
+from commands.unit_of_work import CommandResult
 
-__all__ = ["command_response", "read_in_team", "resource_response"]
-
-A = TypeVar("A", bound=Aggregate)
-
-
-def read_in_team(
-    services: Services, aggregate_id: UUID, cls: type[A], actor: Actor, what: str
-) -> A:
-    """A single-resource read, scoped to the caller's team like every command."""
-    aggregate = load_in_team(services.event_store, aggregate_id, cls, actor.team_id)
-    if aggregate is None:
-        raise ApiError(404, "NOT_FOUND", f"{what} not found")
-    return aggregate
+__all__ = ["command_response", "resource_response"]
 
 
 def resource_response(view: dict[str, Any], version: int) -> OrjsonResponse:

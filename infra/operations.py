@@ -197,7 +197,7 @@ def _build(
         wake=threading.Event(),
         stopping=threading.Event(),
         on_batch=advanced,
-        until_active=True,
+        until_caught_up=True,
     )
     try:
         runner.run()

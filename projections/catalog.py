@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from projections.base import Projection
 from projections.entries import EntriesProjection
+from projections.prompts import PromptsProjection
+from projections.quotas import QuotasProjection
+from projections.teams import TeamsProjection
+from projections.webhooks import WebhooksProjection
 
 __all__ = ["all_projections", "projection_named"]
 
 
 def all_projections() -> list[Projection]:
-    return [EntriesProjection()]
+    return [
+        EntriesProjection(),
+        TeamsProjection(),
+        PromptsProjection(),
+        WebhooksProjection(),
+        QuotasProjection(),
+    ]
 
 
 def projection_named(name: str) -> Projection | None:

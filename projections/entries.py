@@ -64,6 +64,9 @@ class EntryFold(TableFold):
     def keys(self, fact: Fact) -> Iterable[Key]:
         return ((fact.aggregate_id,),)
 
+    def creates(self, fact: Fact) -> bool:
+        return fact.name == "Created"
+
     def fold(self, key: Key, row: Row | None, fact: Fact) -> Row | None:
         data = fact.data
         stamp = {

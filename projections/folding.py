@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -22,6 +22,8 @@ __all__ = ["FoldingProjection", "Key", "MissingRow", "Row", "Table", "TableFold"
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
+# Below this many rows a pipelined executemany is as fast and needs no staging.
+_COPY_FROM_ROWS: Final = 64
 
 
 class MissingRow(Exception):
@@ -41,6 +43,9 @@ class Table:
     select: sql.Composed = field(init=False)
     upsert: sql.Composed = field(init=False)
     delete: sql.Composed = field(init=False)
+    stage: sql.Composed = field(init=False)
+    copy_to_stage: sql.Composed = field(init=False)
+    upsert_from_stage: sql.Composed = field(init=False)
 
     def __post_init__(self) -> None:
         key_names = [name for name, _ in self.key]
@@ -62,6 +67,27 @@ class Table:
             ),
         )
         updates = [c for c in self.columns if c not in key_names]
+        set_updates = sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates
+        )
+        stage = sql.Identifier(f"stage_{self.name}")
+        object.__setattr__(
+            self,
+            "stage",
+            sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS").format(
+                stage, table
+            ),
+        )
+        object.__setattr__(
+            self, "copy_to_stage", sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols)
+        )
+        object.__setattr__(
+            self,
+            "upsert_from_stage",
+            sql.SQL(
+                "INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO UPDATE SET {}"
+            ).format(table, cols, cols, stage, keys, set_updates),
+        )
         object.__setattr__(
             self,
             "upsert",
@@ -95,7 +121,9 @@ class Table:
         return {self.key_of(row): row for row in cur.fetchall()}
 
     def write(self, cur: Cursor, upserts: Sequence[Row], deletes: Sequence[Key]) -> None:
-        if upserts:
+        if len(upserts) >= _COPY_FROM_ROWS:
+            self._copy_upsert(cur, upserts)
+        elif upserts:
             params = [
                 {c: Jsonb(v) if c in self.jsonb and v is not None else v for c, v in r.items()}
                 for r in upserts
@@ -103,6 +131,20 @@ class Table:
             cur.executemany(self.upsert, params)
         if deletes:
             cur.executemany(self.delete, deletes)
+
+    def _copy_upsert(self, cur: Cursor, upserts: Sequence[Row]) -> None:
+        """Large batches (rebuilds, catch-up) go through COPY into a temporary
+        table and one INSERT ... SELECT: far fewer round trips than a row each."""
+        cur.execute(self.stage)
+        with cur.copy(self.copy_to_stage) as copy:
+            for row in upserts:
+                copy.write_row(
+                    [
+                        Jsonb(row[c]) if c in self.jsonb and row[c] is not None else row[c]
+                        for c in self.columns
+                    ]
+                )
+        cur.execute(self.upsert_from_stage)
 
 
 class TableFold(ABC):
@@ -118,11 +160,20 @@ class TableFold(ABC):
     def fold(self, key: Key, row: Row | None, fact: Fact) -> Row | None:
         """The row after ``fact``; None removes it. Must not mutate ``row``."""
 
+    def creates(self, fact: Fact) -> bool:
+        """Whether ``fact`` makes its rows from nothing (so they need no loading)."""
+        return False
+
     def apply(self, cur: Cursor, facts: Sequence[Fact]) -> None:
-        touched = {key: None for fact in facts for key in self.keys(fact)}
+        # key -> whether the batch creates it before anything else touches it
+        touched: dict[Key, bool] = {}
+        for fact in facts:
+            for key in self.keys(fact):
+                touched.setdefault(key, self.creates(fact))
         if not touched:
             return
-        stored = self.table.load(cur, list(touched))
+        to_load = [key for key, created in touched.items() if not created]
+        stored = self.table.load(cur, to_load) if to_load else {}
         rows: dict[Key, Row | None] = {key: stored.get(key) for key in touched}
         for fact in facts:
             for key in self.keys(fact):

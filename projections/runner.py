@@ -68,7 +68,7 @@ class GenerationRunner:
         wake: threading.Event,
         stopping: threading.Event,
         on_batch: Callable[[Generation], None] | None = None,
-        until_active: bool = False,
+        until_caught_up: bool = False,
     ) -> None:
         self.projection = projection
         self.generation_id = generation_id
@@ -78,13 +78,13 @@ class GenerationRunner:
         self._wake = wake
         self._stopping = stopping
         self._on_batch = on_batch
-        self._until_active = until_active
+        self._until_caught_up = until_caught_up
         self.active = threading.Event()  # set while this runner holds the lock
         self._log = log.bind(projection=projection.name, generation=generation_id)
 
     def run(self) -> None:
-        """Until the generation is retired (or, with ``until_active``, has
-        been made the one readers see or has stalled), or ``stopping`` is set."""
+        """Until the generation is retired (or, with ``until_caught_up``, serves
+        reads and has reached the head, or has stalled), or ``stopping`` is set."""
         delay = 0.5
         while not self._stopping.is_set():
             try:
@@ -119,7 +119,7 @@ class GenerationRunner:
             if generation is None or generation.state == "retired":
                 self._log.info("projection generation retired")
                 return True
-            if self._until_active and (generation.state == "active" or generation.stalled):
+            if self._until_caught_up and generation.stalled:
                 return True
             if generation.stalled:
                 self._sleep()
@@ -134,6 +134,8 @@ class GenerationRunner:
             elif generation.state == "building":
                 if not self._activate(conn, generation):
                     self._sleep()
+            elif self._until_caught_up:
+                return True
             else:
                 self._sleep()
         return False

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 from psycopg import sql
@@ -31,6 +31,7 @@ from projections.worker import ProjectionWorker
 class TeamFixture:
     team_id: UUID
     owner: Actor
+    owner_key: str
 
 
 def create_team(store: EventStore, name: str = "Team") -> TeamFixture:
@@ -39,7 +40,7 @@ def create_team(store: EventStore, name: str = "Team") -> TeamFixture:
     )
     team_id = UUID(created.result.data["id"])
     owner_id = UUID(created.result.data["owner_user_id"])
-    return TeamFixture(team_id, Actor(owner_id, Role.OWNER, team_id))
+    return TeamFixture(team_id, Actor(owner_id, Role.OWNER, team_id), created.owner_key)
 
 
 def write_entry(store: EventStore, actor: Actor, title: str, **fields: Any) -> int:
@@ -121,6 +122,22 @@ __all__ = [
     "notify_control",
     "read_table",
     "running_worker",
+    "seed_entries",
     "wait_caught_up",
     "write_entry",
 ]
+
+
+def seed_entries(store: EventStore, actor: Actor, count: int, *, per_save: int = 1000) -> None:
+    """``count`` entries written straight through the event store, many per
+    transaction: a large log quickly (the quota is not what these tests are about)."""
+    from aggregates.base import EventMetadata
+    from aggregates.journal_entry import JournalEntry
+
+    metadata = EventMetadata(team_id=actor.team_id, actor_user_id=actor.user_id)
+    for start in range(0, count, per_save):
+        batch = [
+            JournalEntry.create(actor, id=uuid4(), title=f"seeded {n}", body="x" * 200, tags=["s"])
+            for n in range(start, min(start + per_save, count))
+        ]
+        store.save(batch, metadata=metadata)

@@ -9,6 +9,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.dependencies import ServicesDep
 from api.responses import OrjsonResponse
+from api.routes.metrics import projection_statuses
+from infra.bootstrap import Services
 
 router = APIRouter(tags=["operations"])
 
@@ -16,6 +18,26 @@ router = APIRouter(tags=["operations"])
 @router.get("/healthz", summary="The process is up")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
+
+
+def _projections(services: Services) -> dict[str, Any]:
+    """Reported, not gated on: a stalled projection makes some reads stale, and
+    taking every API process out of service would turn that into an outage of
+    commands too. Alert on chronik_projection_stalled / _lag instead."""
+    _, rows = projection_statuses(services)
+    return {
+        row.name: {
+            "state": row.state,
+            "generation": row.generation,
+            "position": row.position,
+            "lag": row.lag,
+            "stalled": None
+            if not row.stalled
+            else {"position": row.stalled_position, "error": row.stalled_error},
+        }
+        for row in rows
+        if row.state != "building"
+    }
 
 
 @router.get("/readyz", summary="Dependencies are reachable", response_model=None)
@@ -35,8 +57,11 @@ async def readyz(services: ServicesDep) -> OrjsonResponse:
         "ok" if services.nats is not None and services.nats.is_connected else "unreachable"
     )
     ready = all(v == "ok" for v in checks.values())
+    body: dict[str, Any] = {"status": "ready" if ready else "unavailable", "checks": checks}
+    if checks["database"] == "ok":
+        body["projections"] = await run_in_threadpool(_projections, services)
     return OrjsonResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
+        body,
         status_code=200 if ready else 503,
         headers=None if ready else {"Retry-After": "5"},
     )

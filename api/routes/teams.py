@@ -1,16 +1,19 @@
-"""Teams: creation by the operator, reading and changing a team, /v1/me."""
+"""Teams: creation by the operator, reading (from the teams read model) and
+changing a team, /v1/me."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from aggregates.team import Team
 from api.dependencies import CommandCtx, CurrentActor, OperatorToken, ServicesDep, TeamActor
+from api.errors import ApiError
+from api.freshness import TeamsFresh
 from api.responses import OrjsonResponse
-from api.results import command_response, read_in_team, resource_response
+from api.results import command_response, resource_response
 from commands import teams
 from commands.models import CreateTeam, UpdateTeam
+from projections import teams as team_reads
 
 router = APIRouter(tags=["teams"])
 
@@ -39,9 +42,12 @@ async def create_team(
 
 
 @router.get("/v1/teams/{team_id}", summary="The team and its members")
-def get_team(actor: TeamActor, services: ServicesDep) -> OrjsonResponse:
-    team = read_in_team(services, actor.team_id, Team, actor, "team")
-    return resource_response(teams.team_view(team), team.version)
+def get_team(actor: TeamActor, services: ServicesDep, _: TeamsFresh) -> OrjsonResponse:
+    with services.pool.connection() as conn:
+        row = team_reads.get_team(conn, actor.team_id)
+    if row is None:
+        raise ApiError(404, "NOT_FOUND", "team not found")
+    return resource_response(team_reads.team_view(row), row["version"])
 
 
 @router.patch("/v1/teams/{team_id}", summary="Rename the team or change its plan")

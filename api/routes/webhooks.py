@@ -1,18 +1,23 @@
-"""Webhook endpoints, managed by owners and admins."""
+"""Webhook endpoints, managed by owners and admins; reads come from the
+webhooks read model."""
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
-from aggregates.webhook_endpoint import WebhookEndpoint
+from aggregates.base import Actor
 from api.dependencies import CommandCtx, ServicesDep, TeamActor
 from api.errors import ApiError
+from api.freshness import WebhooksFresh
+from api.pagination import PageQuery, page_response
 from api.responses import OrjsonResponse
-from api.results import command_response, read_in_team, resource_response
+from api.results import command_response, resource_response
 from commands import webhooks
 from commands.models import RegisterWebhook, RotateWebhookSecret, UpdateWebhook
+from projections import webhooks as webhook_reads
 
 router = APIRouter(prefix="/v1/teams/{team_id}/webhooks", tags=["webhooks"])
 
@@ -24,14 +29,37 @@ def register(body: RegisterWebhook, ctx: CommandCtx, services: ServicesDep) -> O
     return command_response(result)
 
 
-@router.get("/{webhook_id}", summary="One endpoint (never its secret)")
-def get_webhook(webhook_id: UUID, actor: TeamActor, services: ServicesDep) -> OrjsonResponse:
-    endpoint = read_in_team(services, webhook_id, WebhookEndpoint, actor, "webhook")
-    if endpoint.deleted:
-        raise ApiError(404, "NOT_FOUND", "webhook not found")
+def _require_manager(actor: Actor) -> None:
     if not actor.is_manager:
         raise ApiError(403, "FORBIDDEN", "only owners and admins manage webhooks")
-    return resource_response(webhooks.webhook_view(endpoint), endpoint.version)
+
+
+@router.get("", summary="The team's endpoints, newest first (never their secrets)")
+def list_webhooks(
+    query: Annotated[PageQuery, Query()],
+    actor: TeamActor,
+    services: ServicesDep,
+    _: WebhooksFresh,
+) -> OrjsonResponse:
+    _require_manager(actor)
+    with services.pool.connection() as conn:
+        page = webhook_reads.list_webhooks(
+            conn, actor.team_id, limit=query.limit, cursor=query.cursor
+        )
+    return page_response([webhook_reads.webhook_view(r) for r in page.rows], page.next_cursor)
+
+
+@router.get("/{webhook_id}", summary="One endpoint (never its secret)")
+def get_webhook(
+    webhook_id: UUID, actor: TeamActor, services: ServicesDep, _: WebhooksFresh
+) -> OrjsonResponse:
+    with services.pool.connection() as conn:
+        row = webhook_reads.get_webhook(conn, actor.team_id, webhook_id)
+    # Missing or deleted before forbidden, in the order the aggregate read answered.
+    if row is None:
+        raise ApiError(404, "NOT_FOUND", "webhook not found")
+    _require_manager(actor)
+    return resource_response(webhook_reads.webhook_view(row), row["version"])
 
 
 @router.patch("/{webhook_id}", summary="Change an endpoint's URL, filter or description")

@@ -1,0 +1,187 @@
+"""Projection benchmarks, each against a baseline measured in the same run.
+
+P1 rebuild: the entries projection rebuilt from position 0 over an N-event log,
+   against a raw COPY of the same number of rows into a plain table (the
+   physical limit of this machine).
+P2 command-to-visible: a create over HTTP, then a read with min_position of the
+   returned position, against the same read of an entry already visible.
+
+    python -m bench.projections [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg import sql
+from pydantic import SecretStr
+
+from infra import operations
+from infra.db import PostgresTarget
+from infra.devstack import DevStack
+from infra.devstack.processes import free_port, wait_until
+from infra.event_store import open_event_store
+from infra.migrations import migrate
+from infra.settings import Settings, load_settings
+from tests.projection_support import create_team, seed_entries, wait_caught_up
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _fresh_database(settings: Settings) -> str:
+    target = PostgresTarget.from_url(settings.database_url_value())
+    name = f"chronik_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = target.with_dbname(name).url()
+    migrate(PostgresTarget.from_url(url).conninfo())
+    return url
+
+
+def _copy_baseline(url: str, rows: int) -> float:
+    """Rows/s of COPY into a plain table shaped like the entries read table."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE copy_baseline (id uuid PRIMARY KEY, team_id uuid, author_id uuid, "
+            "title text, body text, tags text[], visibility text, prompt_id uuid, version bigint, "
+            "created_at timestamptz, updated_at timestamptz, deleted_at timestamptz, "
+            "created_position bigint, position bigint)"
+        )
+        team = uuid.uuid4()
+        started = time.perf_counter()
+        with conn.transaction(), conn.cursor() as cur:
+            copy_sql = "COPY copy_baseline FROM STDIN"
+            with cur.copy(copy_sql) as copy:
+                for n in range(rows):
+                    copy.write_row((
+                        uuid.uuid4(), team, team, f"seeded {n}", "x" * 200, ["s"], "team", None,
+                        1, None, None, None, n, n,
+                    ))  # fmt: skip
+        elapsed = time.perf_counter() - started
+    return rows / elapsed
+
+
+def rebuild_rate(settings: Settings, events: int) -> dict[str, Any]:
+    url = _fresh_database(settings)
+    store = open_event_store(PostgresTarget.from_url(url), pool_size=2)
+    team = create_team(store)
+    seed_entries(store, team.owner, events)
+    store.close()
+    local = settings.model_copy(update={"database_url": SecretStr(url)})
+    started = time.perf_counter()
+    operations.rebuild(local, "entries")
+    elapsed = time.perf_counter() - started
+    rate = events / elapsed
+    copy_rate = _copy_baseline(url, events)
+    return {
+        "scenario": "P1 rebuild entries",
+        "events": events,
+        "events_per_s": round(rate),
+        "baseline_copy_rows_per_s": round(copy_rate),
+        "ratio_to_copy": round(rate / copy_rate, 3),
+    }
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def visible_latency(settings: Settings, commands: int) -> dict[str, Any]:
+    url = _fresh_database(settings)
+    port = free_port()
+    env = {
+        **os.environ,
+        "CHRONIK_DATABASE_URL": url,
+        "CHRONIK_HTTP_PORT": str(port),
+        "CHRONIK_LOG_LEVEL": "WARNING",
+    }
+    if settings.nats_url:
+        env["CHRONIK_NATS_URL"] = settings.nats_url
+    api = subprocess.Popen([sys.executable, "-m", "infra.cli", "api"], env=env)
+    worker = subprocess.Popen([sys.executable, "-m", "infra.cli", "worker"], env=env)
+    try:
+        store = open_event_store(PostgresTarget.from_url(url), pool_size=2)
+        team = create_team(store)
+        store.close()
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _up(base), timeout=30, what="the API")
+        wait_caught_up(url, "entries")
+        headers = {"Authorization": f"Bearer {team.owner_key}"}
+        entries = f"/v1/teams/{team.team_id}/entries"
+        visible: list[float] = []
+        plain: list[float] = []
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+            for n in range(commands):
+                created = client.post(entries, json={"title": f"latency {n}"})
+                position = created.json()["position"]
+                one = f"{entries}/{created.json()['data']['id']}"
+                started = time.perf_counter()
+                read = client.get(one, params={"min_position": position})
+                visible.append(time.perf_counter() - started)
+                assert read.status_code == 200, read.text
+                started = time.perf_counter()
+                client.get(one)
+                plain.append(time.perf_counter() - started)
+    finally:
+        for process in (api, worker):
+            process.terminate()
+            process.wait(timeout=30)
+    ms = 1000.0
+    return {
+        "scenario": "P2 command-to-visible",
+        "commands": commands,
+        "visible_p50_ms": round(_percentile(visible, 50) * ms, 2),
+        "visible_p99_ms": round(_percentile(visible, 99) * ms, 2),
+        "baseline_read_p50_ms": round(_percentile(plain, 50) * ms, 2),
+        "baseline_read_p99_ms": round(_percentile(plain, 99) * ms, 2),
+        "ratio_p50": round(_percentile(visible, 50) / _percentile(plain, 50), 2),
+    }
+
+
+def _up(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="CI-sized runs")
+    args = parser.parse_args()
+    events, commands = (20_000, 200) if args.quick else (100_000, 1000)
+    settings = load_settings()
+    stack = None
+    if settings.database_url is None or settings.nats_url is None:
+        data_dir = Path(tempfile.mkdtemp(prefix="chronik-bench-"))
+        stack = DevStack(settings.model_copy(update={"data_dir": data_dir}))
+        settings = stack.start()
+    try:
+        results = [rebuild_rate(settings, events), visible_latency(settings, commands)]
+    finally:
+        if stack is not None:
+            stack.stop()
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"projections-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=2))
+    for result in results:
+        print(f"\n### {result.pop('scenario')}\n| metric | value |\n|---|---|")
+        for key, value in result.items():
+            print(f"| {key} | {value} |")
+    print(f"\nresults: {out}")
+
+
+if __name__ == "__main__":
+    main()
