@@ -37,6 +37,7 @@ class ProjectionPositions:
     def __init__(self, connect: Callable[[], psycopg.Connection[Any]]) -> None:
         self._connect = connect
         self._positions: dict[str, int] = {}
+        self._positions_lock = threading.Lock()
         self._changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = threading.Event()
@@ -78,10 +79,12 @@ class ProjectionPositions:
     def _advance(self, projection: str, position: int) -> None:
         # Positions only grow: a rebuilt generation is switched in at or past
         # the one it replaces, so readers never go back.
-        if position > self._positions.get(projection, 0):
+        with self._positions_lock:
+            if position <= self._positions.get(projection, 0):
+                return
             self._positions[projection] = position
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._wake)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake)
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()

@@ -12,14 +12,13 @@ from datetime import datetime
 from typing import Any, ClassVar, Final
 from uuid import UUID
 
-import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 
 from aggregates.journal_entry import JournalEntry
 from projections.base import Fact, topic_of
 from projections.folding import FoldingProjection, Key, MissingRow, Row, Table, TableFold
-from projections.pagination import Page, decode_cursor, encode_cursor
+from projections.pagination import Page, decode_cursor, page_of
+from projections.reading import Conn, fetch_all, fetch_one, iso, iso_or_none, where
 
 __all__ = ["EntriesProjection", "EntryFilter", "Page", "get_entry", "list_entries"]
 
@@ -116,14 +115,18 @@ class EntriesProjection(FoldingProjection):
 
 # -- reads ---------------------------------------------------------------------------
 
-_COLUMNS: Final = sql.SQL(
-    "id, team_id, author_id, title, body, tags, visibility, prompt_id, version, "
-    "created_at, updated_at, deleted_at, created_position"
-)
 # Private entries are their author's alone, whatever the reader's role.
 _VISIBLE: Final = "team_id = %(team_id)s AND (visibility = 'team' OR author_id = %(reader)s)"
-SELECT_ENTRY: Final = sql.SQL("SELECT {} FROM reads.entries WHERE id = %(id)s AND {}").format(
-    _COLUMNS, sql.SQL(_VISIBLE)
+SELECT_ENTRY: Final = """
+SELECT id, team_id, author_id, title, body, tags, visibility, prompt_id, version,
+       created_at, updated_at, deleted_at
+FROM reads.entries
+WHERE id = %(id)s AND team_id = %(team_id)s AND (visibility = 'team' OR author_id = %(reader)s)
+"""
+LIST_ENTRIES: Final = sql.SQL(
+    "SELECT id, team_id, author_id, title, body, tags, visibility, prompt_id, version, "
+    "created_at, updated_at, deleted_at, created_position "
+    "FROM reads.entries WHERE {} ORDER BY created_position DESC LIMIT %(limit)s"
 )
 # Each optional filter is a fixed condition; only the set of them varies.
 _FILTERS: Final = {
@@ -158,25 +161,21 @@ def entry_view(row: dict[str, Any]) -> dict[str, Any]:
         "prompt_id": str(row["prompt_id"]) if row["prompt_id"] else None,
         "author_id": str(row["author_id"]),
         "version": row["version"],
-        "created_at": row["created_at"].isoformat(),
-        "updated_at": row["updated_at"].isoformat(),
-        "deleted_at": row["deleted_at"].isoformat() if row["deleted_at"] else None,
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "deleted_at": iso_or_none(row["deleted_at"]),
     }
 
 
-def get_entry(
-    conn: psycopg.Connection[Any], team_id: UUID, reader: UUID, entry_id: UUID
-) -> dict[str, Any] | None:
-    params = {"id": entry_id, "team_id": team_id, "reader": reader}
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(SELECT_ENTRY, params).fetchone()
+def get_entry(conn: Conn, team_id: UUID, reader: UUID, entry_id: UUID) -> dict[str, Any] | None:
+    return fetch_one(conn, SELECT_ENTRY, {"id": entry_id, "team_id": team_id, "reader": reader})
 
 
 def list_entries(
-    conn: psycopg.Connection[Any],
+    conn: Conn,
     team_id: UUID,
     reader: UUID,
-    where: EntryFilter,
+    where_: EntryFilter,
     *,
     limit: int,
     cursor: str | None,
@@ -185,23 +184,14 @@ def list_entries(
     params: dict[str, Any] = {
         "team_id": team_id,
         "reader": reader,
-        "author": where.author,
-        "tag": where.tag.lower() if where.tag else None,
-        "prompt_id": where.prompt_id,
-        "visibility": where.visibility,
-        "updated_after": where.updated_after,
+        "author": where_.author,
+        "tag": where_.tag.lower() if where_.tag else None,
+        "prompt_id": where_.prompt_id,
+        "visibility": where_.visibility,
+        "updated_after": where_.updated_after,
         "before": decode_cursor(_CURSOR_KIND, cursor, int)[0] if cursor else None,
         "limit": limit + 1,
     }
-    conditions = [_VISIBLE, *(c for name, c in _FILTERS.items() if params[name] is not None)]
-    if not where.include_deleted:
-        conditions.append(_NOT_DELETED)
-    query = sql.SQL(
-        "SELECT {} FROM reads.entries WHERE {} ORDER BY created_position DESC LIMIT %(limit)s"
-    ).format(_COLUMNS, sql.SQL(" AND ").join(sql.SQL(c) for c in conditions))
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(query, params).fetchall()
-    if len(rows) <= limit:
-        return Page(rows, None)
-    rows = rows[:limit]
-    return Page(rows, encode_cursor(_CURSOR_KIND, rows[-1]["created_position"]))
+    always = [_VISIBLE] if where_.include_deleted else [_VISIBLE, _NOT_DELETED]
+    query = LIST_ENTRIES.format(where(_FILTERS, params, *always))
+    return page_of(fetch_all(conn, query, params), limit, _CURSOR_KIND, "created_position")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 import psycopg
 import structlog
@@ -63,29 +63,42 @@ class ProjectionWorker:
         self._wakeups.stop()
 
     def _supervise(self, projection: Projection) -> None:
+        """Looks every few seconds for generations to run, on one connection
+        kept for the purpose (no connection churn while idle)."""
+        outdated = False
         while not self._stopping.is_set():
             try:
-                self._ensure_runners(projection)
+                with self._connect() as conn:
+                    conn.execute("SET lock_timeout = '2s'")
+                    while not self._stopping.is_set():
+                        live = self._live_generations(conn, projection)
+                        if live is None and not outdated:
+                            log.warning(
+                                "a newer version of this projection is live; standing by",
+                                projection=projection.name, version=projection.version,
+                            )  # fmt: skip
+                        outdated = live is None
+                        for generation in live or []:
+                            self._start_runner(projection, generation.id)
+                        self._stopping.wait(SUPERVISE_INTERVAL)
             except psycopg.Error as exc:
                 log.warning("projection supervisor cannot reach the database", error=str(exc))
-            self._stopping.wait(SUPERVISE_INTERVAL)
+                self._stopping.wait(SUPERVISE_INTERVAL)
 
-    def _ensure_runners(self, projection: Projection) -> None:
-        with self._connect() as conn:
-            live = registry.generations(conn, projection.name)
-            if not any(g.version == projection.version for g in live):
-                if any(g.version > projection.version for g in live):
-                    log.warning(
-                        "a newer version of this projection is live; standing by",
-                        projection=projection.name, version=projection.version,
-                    )  # fmt: skip
-                    return
-                live = [registry.create_generation(conn, projection)]
-            conn.execute("SET lock_timeout = '2s'")
-            registry.drop_retired_schemas(conn)
-        for generation in live:
-            if generation.version == projection.version:
-                self._start_runner(projection, generation.id)
+    @staticmethod
+    def _live_generations(
+        conn: psycopg.Connection[Any], projection: Projection
+    ) -> list[registry.Generation] | None:
+        """The generations this code version runs (creating the first one);
+        None when only newer code's generations are live."""
+        live = registry.generations(conn, projection.name)
+        mine = [g for g in live if g.version == projection.version]
+        if not mine:
+            if any(g.version > projection.version for g in live):
+                return None
+            mine = [registry.create_generation(conn, projection)]
+        registry.drop_retired_schemas(conn)
+        return mine
 
     def _run(self, runner: GenerationRunner, wake: threading.Event) -> None:
         try:

@@ -19,10 +19,10 @@ from uuid import UUID, uuid4
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from aggregates.base import Actor
-from commands import entries
+from aggregates.base import Actor, Role
+from commands import entries, prompts, teams
 from commands.context import CommandContext
-from commands.models import CreateEntry, EditEntry
+from commands.models import AddMember, ChangeRole, CreateEntry, CreatePrompt, EditEntry, EditPrompt
 from infra import operations
 from infra.db import PostgresTarget
 from infra.event_store import EventStore, open_event_store
@@ -58,32 +58,72 @@ def _worker_process(settings: Settings) -> Iterator[list[subprocess.Popen[bytes]
         current[0].wait(timeout=30)
 
 
-def _write(store: EventStore, actor: Actor, count: int, seed: int) -> None:
-    """A mix of commands on the actor's own team (no contention between writers)."""
-    rng = random.Random(seed)
-    ctx = CommandContext(actor=actor)
-    live: list[UUID] = []
-    deleted: list[UUID] = []
-    for n in range(count):
-        roll = rng.random()
-        if roll < 0.55 or not live:
+class _Writer:
+    """A random mix of commands on one team: entries mostly, and members and
+    prompts, so every projection sees creates, changes and removals."""
+
+    def __init__(self, store: EventStore, actor: Actor, seed: int) -> None:
+        self.store = store
+        self.ctx = CommandContext(actor=actor)
+        self.rng = random.Random(seed)
+        self.live: list[UUID] = []
+        self.deleted: list[UUID] = []
+        self.members: list[UUID] = []
+        self.prompts: list[UUID] = []
+
+    def run(self, count: int) -> None:
+        for n in range(count):
+            roll = self.rng.random()
+            if roll < 0.08:
+                self._team_or_prompt(n, self.rng.random())
+            else:
+                self._entry(n, self.rng.random())
+
+    def _entry(self, n: int, roll: float) -> None:
+        store, ctx, rng = self.store, self.ctx, self.rng
+        if roll < 0.55 or not self.live:
             entry_id = uuid4()
             tags = [f"t{rng.randrange(5)}"]
             entries.create_entry(store, ctx, CreateEntry(id=entry_id, title=f"e{n}", tags=tags))
-            live.append(entry_id)
+            self.live.append(entry_id)
         elif roll < 0.8:
-            entries.edit_entry(store, ctx, rng.choice(live), EditEntry(body=f"body {n}"))
+            entries.edit_entry(store, ctx, rng.choice(self.live), EditEntry(body=f"body {n}"))
         elif roll < 0.9:
             visibility = rng.choice(["team", "private"])
-            entries.edit_entry(store, ctx, rng.choice(live), EditEntry(visibility=visibility))
-        elif roll < 0.95 or not deleted:
-            victim = live.pop(rng.randrange(len(live)))
+            entries.edit_entry(store, ctx, rng.choice(self.live), EditEntry(visibility=visibility))
+        elif roll < 0.95 or not self.deleted:
+            victim = self.live.pop(rng.randrange(len(self.live)))
             entries.delete_entry(store, ctx, victim)
-            deleted.append(victim)
+            self.deleted.append(victim)
         else:
-            back = deleted.pop(rng.randrange(len(deleted)))
+            back = self.deleted.pop(rng.randrange(len(self.deleted)))
             entries.restore_entry(store, ctx, back)
-            live.append(back)
+            self.live.append(back)
+
+    def _team_or_prompt(self, n: int, roll: float) -> None:
+        store, ctx, rng = self.store, self.ctx, self.rng
+        if roll < 0.35 or not self.members:
+            added = teams.add_member(
+                store, ctx, AddMember(email=f"m{n}@example.com", display_name=f"M {n}")
+            )
+            self.members.append(UUID(added.data["user_id"]))
+        elif roll < 0.5:
+            role = rng.choice([Role.ADMIN, Role.MEMBER, Role.AUDITOR])
+            teams.change_role(store, ctx, rng.choice(self.members), ChangeRole(role=role))
+        elif roll < 0.6:
+            gone = self.members.pop(rng.randrange(len(self.members)))
+            teams.remove_member(store, ctx, gone)
+        elif roll < 0.85 or not self.prompts:
+            prompt_id = uuid4()
+            prompts.create_prompt(store, ctx, CreatePrompt(id=prompt_id, text=f"prompt {n}"))
+            self.prompts.append(prompt_id)
+        else:
+            prompt_id = rng.choice(self.prompts)
+            prompts.edit_prompt(store, ctx, prompt_id, EditPrompt(text=f"edited {n}"))
+
+
+def _write(store: EventStore, actor: Actor, count: int, seed: int) -> None:
+    _Writer(store, actor, seed).run(count)
 
 
 def _rows(url: str, projection: Projection) -> dict[str, list[dict[str, Any]]]:
@@ -133,3 +173,20 @@ def test_sigkilled_workers_apply_every_event_exactly_once(settings: Settings) ->
         before = _rows(url, projection)
         operations.rebuild(settings, projection.name)
         assert _rows(url, projection) == before, projection.name
+
+
+def test_a_standby_worker_process_takes_over_from_a_killed_one(settings: Settings) -> None:
+    url = settings.database_url_value()
+    store = open_event_store(PostgresTarget.from_url(url), pool_size=2)
+    team = create_team(store)
+    with _worker_process(settings) as first:
+        for projection in all_projections():
+            wait_caught_up(url, projection.name)  # the first worker holds every lock
+        with _worker_process(settings):
+            first[0].kill()
+            first[0].wait(timeout=10)
+            entries.create_entry(store, CommandContext(actor=team.owner), CreateEntry(title="x"))
+            generation = wait_caught_up(url, "entries", timeout=15)
+            first[0] = _start_worker(settings)  # so the outer block has one to stop
+    store.close()
+    assert generation.applied_events == 1
