@@ -38,3 +38,4 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.projections $(ARGS)
+	$(BIN)/python -m bench.sync $(ARGS)

@@ -13,7 +13,20 @@ from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.freshness import ProjectionPositions
 from api.request_context import RequestIdMiddleware
-from api.routes import entries, health, members, metrics, prompts, teams, usage, webhooks
+from api.routes import (
+    entries,
+    events,
+    health,
+    members,
+    metrics,
+    prompts,
+    sync,
+    sync_stream,
+    teams,
+    usage,
+    webhooks,
+)
+from api.sse import install_shutdown_signals
 from infra.bootstrap import open_services
 from infra.projection_wiring import connector
 from infra.settings import Settings, load_settings
@@ -29,8 +42,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await run_in_threadpool(open_services, settings)
         app.state.services = services
-        app.state.positions = ProjectionPositions(connector(services.target, name="chronik-api"))
+        app.state.positions = ProjectionPositions(
+            connector(services.target, name="chronik-api"), services.pool.connection
+        )
         app.state.positions.start()
+        # Event streams never end by themselves; Ctrl-C/SIGTERM must end them
+        # or the server would wait for them forever.
+        install_shutdown_signals()
         try:
             await services.connect_messaging(name="chronik-api")
             yield
@@ -47,6 +65,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
-    for module in (health, metrics, teams, members, entries, prompts, webhooks, usage):
+    routers = (
+        health, metrics, teams, members, entries, prompts, webhooks, usage, sync, sync_stream,
+        events,
+    )  # fmt: skip
+    for module in routers:
         app.include_router(module.router)
     return app

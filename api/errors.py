@@ -18,6 +18,7 @@ from aggregates.base import DomainError
 from api.responses import OrjsonResponse
 from commands.ports import Unavailable
 from projections.pagination import InvalidCursor
+from projections.sync import CursorExpired
 
 __all__ = ["ApiError", "error_response", "install_error_handlers"]
 
@@ -136,6 +137,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidCursor)
     async def _cursor(request: Request, exc: InvalidCursor) -> OrjsonResponse:
         return error_response(request, 400, "MALFORMED", str(exc), details={"field": "cursor"})
+
+    @app.exception_handler(CursorExpired)
+    async def _expired(request: Request, exc: CursorExpired) -> OrjsonResponse:
+        return error_response(request, 410, "CURSOR_EXPIRED", str(exc), details={"reset": True})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> OrjsonResponse:

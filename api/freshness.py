@@ -12,6 +12,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Annotated, Any, Final
 
 import psycopg
@@ -34,8 +35,13 @@ _POLL_SECONDS: Final = 0.25
 
 
 class ProjectionPositions:
-    def __init__(self, connect: Callable[[], psycopg.Connection[Any]]) -> None:
-        self._connect = connect
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        borrow: Callable[[], AbstractContextManager[psycopg.Connection[Any]]],
+    ) -> None:
+        self._connect = connect  # the LISTEN connection, held for the process's life
+        self._borrow = borrow  # a pooled connection for the occasional refresh
         self._positions: dict[str, int] = {}
         self._positions_lock = threading.Lock()
         self._changed = asyncio.Event()
@@ -72,7 +78,7 @@ class ProjectionPositions:
         return True
 
     def _refresh(self) -> None:
-        with self._connect() as conn:
+        with self._borrow() as conn:
             for name, position in conn.execute(SELECT_ACTIVE).fetchall():
                 self._advance(name, position)
 

@@ -12,42 +12,23 @@ P2 command-to-visible: a create over HTTP, then a read with min_position of the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
-from psycopg import sql
-from pydantic import SecretStr
 
-from infra import operations
+from bench.common import fresh_database, run_and_report, seeded_log, timed_rebuild
 from infra.db import PostgresTarget
-from infra.devstack import DevStack
 from infra.devstack.processes import free_port, wait_until
 from infra.event_store import open_event_store
-from infra.migrations import migrate
-from infra.settings import Settings, load_settings
-from tests.projection_support import create_team, seed_entries, wait_caught_up
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def _fresh_database(settings: Settings) -> str:
-    target = PostgresTarget.from_url(settings.database_url_value())
-    name = f"chronik_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = target.with_dbname(name).url()
-    migrate(PostgresTarget.from_url(url).conninfo())
-    return url
+from infra.settings import Settings
+from tests.projection_support import create_team, wait_caught_up
 
 
 def _copy_baseline(url: str, rows: int) -> float:
@@ -74,15 +55,9 @@ def _copy_baseline(url: str, rows: int) -> float:
 
 
 def rebuild_rate(settings: Settings, events: int) -> dict[str, Any]:
-    url = _fresh_database(settings)
-    store = open_event_store(PostgresTarget.from_url(url), pool_size=2)
-    team = create_team(store)
-    seed_entries(store, team.owner, events)
-    store.close()
-    local = settings.model_copy(update={"database_url": SecretStr(url)})
-    started = time.perf_counter()
-    operations.rebuild(local, "entries")
-    elapsed = time.perf_counter() - started
+    log = seeded_log(settings, events)
+    url = log.settings.database_url_value()
+    elapsed = timed_rebuild(log, "entries")
     rate = events / elapsed
     copy_rate = _copy_baseline(url, events)
     return {
@@ -99,7 +74,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def visible_latency(settings: Settings, commands: int) -> dict[str, Any]:
-    url = _fresh_database(settings)
+    url = fresh_database(settings)
     port = free_port()
     env = {
         **os.environ,
@@ -162,25 +137,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="CI-sized runs")
     args = parser.parse_args()
     events, commands = (20_000, 200) if args.quick else (100_000, 1000)
-    settings = load_settings()
-    stack = None
-    if settings.database_url is None or settings.nats_url is None:
-        data_dir = Path(tempfile.mkdtemp(prefix="chronik-bench-"))
-        stack = DevStack(settings.model_copy(update={"data_dir": data_dir}))
-        settings = stack.start()
-    try:
-        results = [rebuild_rate(settings, events), visible_latency(settings, commands)]
-    finally:
-        if stack is not None:
-            stack.stop()
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"projections-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(json.dumps(results, indent=2))
-    for result in results:
-        print(f"\n### {result.pop('scenario')}\n| metric | value |\n|---|---|")
-        for key, value in result.items():
-            print(f"| {key} | {value} |")
-    print(f"\nresults: {out}")
+    run_and_report(
+        "projections",
+        lambda settings: [rebuild_rate(settings, events), visible_latency(settings, commands)],
+    )
 
 
 if __name__ == "__main__":

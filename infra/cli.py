@@ -46,6 +46,8 @@ def _serve(settings: Settings) -> None:
         log_config=None,
         access_log=False,
         lifespan="on",
+        # A backstop: open event streams are ended on SIGINT/SIGTERM by the app.
+        timeout_graceful_shutdown=10,
     )
     uvicorn.Server(config).run()
 
@@ -105,6 +107,17 @@ def _projections(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _sync(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.jobs import compact_sync_once
+
+    remaining = compact_sync_once(settings)
+    if remaining is None:
+        print("another process is compacting; nothing done")
+    else:
+        print(f"sync compacted: {remaining} change rows remain")
+    return 0
+
+
 def _dev(settings: Settings, _: argparse.Namespace) -> int:
     import threading
 
@@ -141,6 +154,7 @@ _COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] 
     "api": ("serve the HTTP API against the configured servers", _api),
     "worker": ("run every projection until SIGINT/SIGTERM", _worker),
     "projections": ("projection status, retry, skip and rebuild", _projections),
+    "sync": ("sync maintenance: compact purges tombstones past the retention", _sync),
     "migrate": ("apply pending database migrations", _migrate),
     "bootstrap": ("create a team and print its owner key", _bootstrap),
 }
@@ -164,6 +178,8 @@ def _parser() -> argparse.ArgumentParser:
     rebuild = actions.add_parser("rebuild", help="rebuild beside the live tables, then switch")
     rebuild.add_argument("name")
     rebuild.add_argument("--batch-size", type=int, default=None)
+    sync_actions = parsers["sync"].add_subparsers(dest="action", required=True)
+    sync_actions.add_parser("compact", help="purge sync tombstones older than the retention")
     return parser
 
 

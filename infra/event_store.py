@@ -3,6 +3,8 @@ from our settings. Its notification id is Chronik's one global position."""
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any, TypeVar
 from uuid import UUID
@@ -33,6 +35,9 @@ from infra.serialization import OrjsonTranscoder, PydanticMapper
 __all__ = ["EVENTS_TABLE", "EventStore", "open_event_store"]
 
 APPLICATION_NAME = "Chronik"
+# Locks live while some thread holds them, then vanish with their last user.
+_LOAD_LOCKS: weakref.WeakValueDictionary[UUID, threading.Lock] = weakref.WeakValueDictionary()
+_LOAD_LOCKS_GUARD = threading.Lock()
 EVENTS_TABLE = "chronik_events"
 A = TypeVar("A", bound=Aggregate)
 
@@ -68,6 +73,13 @@ class EventStore(Application[UUID]):
     def construct_mapper(self) -> Mapper[UUID]:
         return PydanticMapper(transcoder=self.construct_transcoder())
 
+    def _load_lock(self, aggregate_id: UUID) -> threading.Lock:
+        with _LOAD_LOCKS_GUARD:
+            lock = _LOAD_LOCKS.get(aggregate_id)
+            if lock is None:
+                lock = _LOAD_LOCKS[aggregate_id] = threading.Lock()
+            return lock
+
     @property
     def recorder_(self) -> ChronikRecorder:
         recorder = self.recorder
@@ -76,7 +88,12 @@ class EventStore(Application[UUID]):
 
     def get(self, aggregate_id: UUID, cls: type[A]) -> A | None:
         try:
-            aggregate: Aggregate = self.repository.get(aggregate_id)
+            # The library's cache fast-forwards a cached aggregate under its lock
+            # but copies it outside it: two threads loading one aggregate at once
+            # could copy it mid-update ("dictionary changed size"). One lock per
+            # aggregate id serialises exactly those loads.
+            with self._load_lock(aggregate_id):
+                aggregate: Aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
         except (OperationalError, PoolTimeout) as exc:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from infra.db import PostgresTarget
 from infra.event_store import open_event_store
+from infra.jobs import SyncCompactor
 from infra.projection_wiring import (
     StoredEventSource,
     connector,
@@ -81,10 +82,13 @@ def run_worker(settings: Settings, stop: threading.Event | None = None) -> None:
     store = open_event_store(_target(settings), pool_size=settings.db_pool_size)
     worker = open_projection_worker(settings, store, all_projections())
     worker.start()
+    compactor = SyncCompactor(settings)
+    compactor.start()
     log.info("worker started", projections=[p.name for p in worker.projections])
     try:
         stop.wait()
     finally:
+        compactor.stop()
         worker.stop()
         store.close()
         log.info("worker stopped")

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     projection_poll_interval: float = Field(
         default=1.0, gt=0, le=60, description="Seconds between polls if a NOTIFY is missed."
     )
+    sync_tombstone_retention_days: float = Field(
+        default=30, gt=0, le=3650, description="How long sync keeps deletes; older cursors expire."
+    )
+    sync_compaction_interval: float = Field(
+        default=3600, gt=0, le=86_400, description="Seconds between sync tombstone purges."
+    )
     read_wait_timeout: float = Field(
         default=5.0,
         ge=0,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from projections.base import Projection
 from projections.entries import EntriesProjection
+from projections.event_feed import EventFeedProjection
 from projections.prompts import PromptsProjection
 from projections.quotas import QuotasProjection
+from projections.sync import SyncProjection
 from projections.teams import TeamsProjection
 from projections.webhooks import WebhooksProjection
 
@@ -19,6 +21,8 @@ def all_projections() -> list[Projection]:
         PromptsProjection(),
         WebhooksProjection(),
         QuotasProjection(),
+        SyncProjection(),
+        EventFeedProjection(),
     ]
 
 

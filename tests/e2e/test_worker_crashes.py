@@ -130,8 +130,9 @@ def _rows(url: str, projection: Projection) -> dict[str, list[dict[str, Any]]]:
     tables: dict[str, list[dict[str, Any]]] = {}
     with connect(url) as conn, conn.cursor(row_factory=dict_row) as cur:
         for table in projection.tables:
-            query = sql.SQL("SELECT * FROM {} ORDER BY 1, 2").format(sql.Identifier("reads", table))
-            tables[table] = cur.execute(query).fetchall()
+            query = sql.SQL("SELECT * FROM {}").format(sql.Identifier("reads", table))
+            # Every column decides the order: no table's key is in its first columns.
+            tables[table] = sorted(cur.execute(query).fetchall(), key=repr)
     return tables
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -11,8 +10,7 @@ from eventsourcing.domain import event
 
 from aggregates.base import Aggregate, EventMetadata
 from commands.ports import Conflict
-from infra.db import PostgresTarget
-from infra.event_store import EventStore, open_event_store
+from infra.event_store import EventStore
 
 
 class Counter(Aggregate):
@@ -24,13 +22,6 @@ class Counter(Aggregate):
     @event("Added")
     def add(self, amount: Decimal) -> None:
         self.total += amount
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[EventStore]:
-    store = open_event_store(PostgresTarget.from_url(database_url), pool_size=4)
-    yield store
-    store.close()
 
 
 def _metadata(n: int) -> EventMetadata:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from uuid import UUID, uuid4
 
 import pytest
 
 from aggregates.journal_entry import JournalEntry
 from infra import operations
-from infra.db import PostgresTarget
 from infra.devstack.processes import wait_until
-from infra.event_store import EventStore, open_event_store
+from infra.event_store import EventStore
 from infra.operations import status_lines
 from infra.settings import Settings
 from projections.base import Cursor, Fact, Projection, topic_of
@@ -27,13 +26,6 @@ from tests.projection_support import (
     wait_caught_up,
     write_entry,
 )
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[EventStore]:
-    store = open_event_store(PostgresTarget.from_url(database_url), pool_size=4)
-    yield store
-    store.close()
 
 
 def test_entries_are_applied_once_each_in_batches(database_url: str, store: EventStore) -> None:

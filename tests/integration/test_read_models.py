@@ -3,12 +3,10 @@ commands write, a worker projects, and the tables and reads agree with the aggre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
-
-import pytest
 
 from aggregates.base import Actor, EventMetadata, Role
 from aggregates.prompt import Prompt
@@ -29,8 +27,7 @@ from commands.models import (
     UpdateTeam,
     UpdateWebhook,
 )
-from infra.db import PostgresTarget
-from infra.event_store import EventStore, open_event_store
+from infra.event_store import EventStore
 from projections import prompts as prompt_reads
 from projections import quotas as quota_reads
 from projections import teams as team_reads
@@ -49,13 +46,6 @@ from tests.projection_support import (
     wait_caught_up,
     write_entry,
 )
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[EventStore]:
-    store = open_event_store(PostgresTarget.from_url(database_url), pool_size=4)
-    yield store
-    store.close()
 
 
 def project(url: str, store: EventStore, *projections: Projection) -> None:

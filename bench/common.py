@@ -1,0 +1,93 @@
+"""What every benchmark script shares: servers to run against, and the report."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from pydantic import SecretStr
+
+from infra import operations
+from infra.db import PostgresTarget
+from infra.devstack import DevStack
+from infra.event_store import open_event_store
+from infra.migrations import migrate
+from infra.settings import Settings, load_settings
+from tests.projection_support import TeamFixture, create_team, seed_entries
+
+__all__ = [
+    "RESULTS",
+    "SeededLog",
+    "fresh_database",
+    "run_and_report",
+    "seeded_log",
+    "timed_rebuild",
+]
+
+RESULTS = Path(__file__).parent / "results"
+Result = dict[str, Any]
+
+
+def fresh_database(settings: Settings) -> str:
+    """A new migrated database on the configured (or embedded) server."""
+    target = PostgresTarget.from_url(settings.database_url_value())
+    name = f"chronik_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = target.with_dbname(name).url()
+    migrate(PostgresTarget.from_url(url).conninfo())
+    return url
+
+
+@dataclass(frozen=True)
+class SeededLog:
+    settings: Settings  # pointing at the seeded database
+    team: TeamFixture
+
+
+def seeded_log(settings: Settings, events: int) -> SeededLog:
+    """A fresh database whose log holds ``events`` entry creations of one team."""
+    url = fresh_database(settings)
+    store = open_event_store(PostgresTarget.from_url(url), pool_size=2)
+    team = create_team(store)
+    seed_entries(store, team.owner, events)
+    store.close()
+    return SeededLog(settings.model_copy(update={"database_url": SecretStr(url)}), team)
+
+
+def timed_rebuild(log: SeededLog, projection: str) -> float:
+    """Seconds ``chronik projections rebuild`` takes over the seeded log."""
+    started = time.perf_counter()
+    operations.rebuild(log.settings, projection)
+    return time.perf_counter() - started
+
+
+def run_and_report(name: str, scenarios: Callable[[Settings], list[Result]]) -> None:
+    """Run ``scenarios`` against CHRONIK_DATABASE_URL/NATS_URL, or embedded
+    servers when unset; write JSON to bench/results and a table to stdout."""
+    settings = load_settings()
+    stack = None
+    if settings.database_url is None or settings.nats_url is None:
+        stack = DevStack(settings.model_copy(update={"data_dir": Path(tempfile.mkdtemp())}))
+        settings = stack.start()
+    try:
+        results = scenarios(settings)
+    finally:
+        if stack is not None:
+            stack.stop()
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=2))
+    for result in results:
+        print(f"\n### {result.pop('scenario')}\n| metric | value |\n|---|---|")
+        for key, value in result.items():
+            print(f"| {key} | {value} |")
+    print(f"\nresults: {out}")
