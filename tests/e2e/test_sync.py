@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 from uuid import uuid4
 
@@ -122,3 +123,22 @@ def test_push_refuses_what_cannot_be_a_batch(api: Api) -> None:
         response = owner.post(push, json=body)
         assert response.status_code == 422
         assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+
+
+def test_a_pull_with_wait_returns_when_a_change_arrives(api: Api) -> None:
+    team = api.create_team()
+    owner = api.client(team["owner_key"], session=False)
+    sync = f"/v1/teams/{team['id']}/sync"
+    _, cursor = _pull_all(owner, sync)
+    answers: list[dict[str, Any]] = []
+
+    def long_poll() -> None:
+        response = owner.get(sync, params={"cursor": cursor, "wait": 30})
+        answers.append(response.json())
+
+    poller = threading.Thread(target=long_poll)
+    poller.start()
+    owner.post(f"/v1/teams/{team['id']}/entries", json={"title": "news"})
+    poller.join(timeout=40)
+    changes = answers[0]["changes"]
+    assert [c["data"]["title"] for c in changes if c["entity"] == "entry"] == ["news"]
