@@ -6,7 +6,6 @@ ever-growing key, so keyset pages stay stable while entries are written.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Final
@@ -16,7 +15,12 @@ from psycopg import sql
 
 from aggregates.journal_entry import JournalEntry
 from projections.base import Fact, topic_of
-from projections.folding import FoldingProjection, Key, MissingRow, Row, Table, TableFold
+from projections.folding import (
+    AggregateRowFold,
+    FoldingProjection,
+    Row,
+    Table,
+)
 from projections.pagination import Page, decode_cursor, page_of
 from projections.reading import Conn, fetch_all, fetch_one, iso, iso_or_none, where
 
@@ -57,51 +61,37 @@ ENTRIES: Final = Table(
 _EVENTS: Final = ("Created", "Edited", "VisibilityChanged", "Deleted", "Restored")
 
 
-class EntryFold(TableFold):
+class EntryFold(AggregateRowFold):
     table = ENTRIES
+    what = "entry"
 
-    def keys(self, fact: Fact) -> Iterable[Key]:
-        return ((fact.aggregate_id,),)
-
-    def creates(self, fact: Fact) -> bool:
-        return fact.name == "Created"
-
-    def fold(self, key: Key, row: Row | None, fact: Fact) -> Row | None:
+    def created(self, fact: Fact) -> Row:
         data = fact.data
-        stamp = {
-            "version": fact.version,
-            "updated_at": data["timestamp"],
-            "position": fact.position,
+        return {
+            "id": fact.aggregate_id,
+            "team_id": data["team_id"],
+            "author_id": data["author_id"],
+            "title": data["title"],
+            "body": data["body"],
+            "tags": list(data["tags"]),
+            "visibility": str(data["visibility"]),
+            "prompt_id": data["prompt_id"],
+            "deleted_at": None,
+            "created_position": fact.position,
         }
-        if fact.name == "Created":
-            return {
-                "id": fact.aggregate_id,
-                "team_id": data["team_id"],
-                "author_id": data["author_id"],
-                "title": data["title"],
-                "body": data["body"],
-                "tags": list(data["tags"]),
-                "visibility": str(data["visibility"]),
-                "prompt_id": data["prompt_id"],
-                "created_at": data["timestamp"],
-                "deleted_at": None,
-                "created_position": fact.position,
-                **stamp,
-            }
-        if row is None:
-            raise MissingRow(f"entry {fact.aggregate_id} has no row for {fact.name}")
+
+    def changed(self, row: Row, fact: Fact) -> Row | None:
+        data = fact.data
         match fact.name:
             case "Edited":
-                change = {"title": data["title"], "body": data["body"], "tags": list(data["tags"])}
+                return {"title": data["title"], "body": data["body"], "tags": list(data["tags"])}
             case "VisibilityChanged":
-                change = {"visibility": str(data["visibility"])}
+                return {"visibility": str(data["visibility"])}
             case "Deleted":
-                change = {"deleted_at": data["deleted_at"]}
+                return {"deleted_at": data["deleted_at"]}
             case "Restored":
-                change = {"deleted_at": None}
-            case _:
-                change = {}
-        return {**row, **change, **stamp}
+                return {"deleted_at": None}
+        return {}
 
 
 class EntriesProjection(FoldingProjection):

@@ -18,7 +18,15 @@ from psycopg.types.json import Jsonb
 
 from projections.base import Cursor, Fact, Projection
 
-__all__ = ["FoldingProjection", "Key", "MissingRow", "Row", "Table", "TableFold"]
+__all__ = [
+    "AggregateRowFold",
+    "FoldingProjection",
+    "Key",
+    "MissingRow",
+    "Row",
+    "Table",
+    "TableFold",
+]
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
@@ -181,6 +189,42 @@ class TableFold(ABC):
         upserts = [row for row in rows.values() if row is not None]
         deletes = [key for key, row in rows.items() if row is None and key in stored]
         self.table.write(cur, upserts, deletes)
+
+
+class AggregateRowFold(TableFold):
+    """One row per aggregate, keyed by its id, carrying the aggregate's version,
+    last change time and position. Subclasses say how the creating event makes
+    the row and what each later event changes."""
+
+    what: ClassVar[str]  # for error messages: "entry", "prompt", ...
+    created_by: ClassVar[str] = "Created"
+
+    def keys(self, fact: Fact) -> Iterable[Key]:
+        return ((fact.aggregate_id,),)
+
+    def creates(self, fact: Fact) -> bool:
+        return fact.name == self.created_by
+
+    @abstractmethod
+    def created(self, fact: Fact) -> Row:
+        """The new row's own columns (the stamp and creation columns are added)."""
+
+    @abstractmethod
+    def changed(self, row: Row, fact: Fact) -> Row | None:
+        """The columns ``fact`` changes; None removes the row."""
+
+    def fold(self, key: Key, row: Row | None, fact: Fact) -> Row | None:
+        stamp = {
+            "version": fact.version,
+            "updated_at": fact.data["timestamp"],
+            "position": fact.position,
+        }
+        if self.creates(fact):
+            return {**self.created(fact), "created_at": fact.data["timestamp"], **stamp}
+        if row is None:
+            raise MissingRow(f"{self.what} {fact.aggregate_id} has no row for {fact.name}")
+        change = self.changed(row, fact)
+        return None if change is None else {**row, **change, **stamp}
 
 
 class FoldingProjection(Projection):

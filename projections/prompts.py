@@ -6,7 +6,6 @@ ever-growing key, so keyset pages stay stable while prompts are written.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, ClassVar, Final
 from uuid import UUID
 
@@ -14,7 +13,12 @@ from psycopg import sql
 
 from aggregates.prompt import Prompt, Schedule
 from projections.base import Fact, topic_of
-from projections.folding import FoldingProjection, Key, MissingRow, Row, Table, TableFold
+from projections.folding import (
+    AggregateRowFold,
+    FoldingProjection,
+    Row,
+    Table,
+)
 from projections.pagination import Page, decode_cursor, page_of
 from projections.reading import Conn, fetch_all, fetch_one, iso, where
 
@@ -53,43 +57,29 @@ def _schedule(value: Schedule | None) -> dict[str, Any] | None:
     return None if value is None else value.model_dump()
 
 
-class PromptFold(TableFold):
+class PromptFold(AggregateRowFold):
     table = PROMPTS
+    what = "prompt"
 
-    def keys(self, fact: Fact) -> Iterable[Key]:
-        return ((fact.aggregate_id,),)
-
-    def creates(self, fact: Fact) -> bool:
-        return fact.name == "Created"
-
-    def fold(self, key: Key, row: Row | None, fact: Fact) -> Row | None:
+    def created(self, fact: Fact) -> Row:
         data = fact.data
-        stamp = {
-            "version": fact.version,
-            "updated_at": data["timestamp"],
-            "position": fact.position,
+        return {
+            "id": fact.aggregate_id,
+            "team_id": data["team_id"],
+            "text": data["text"],
+            "schedule": _schedule(data["schedule"]),
+            "archived": False,
+            "created_position": fact.position,
         }
-        if fact.name == "Created":
-            return {
-                "id": fact.aggregate_id,
-                "team_id": data["team_id"],
-                "text": data["text"],
-                "schedule": _schedule(data["schedule"]),
-                "archived": False,
-                "created_at": data["timestamp"],
-                "created_position": fact.position,
-                **stamp,
-            }
-        if row is None:
-            raise MissingRow(f"prompt {fact.aggregate_id} has no row for {fact.name}")
+
+    def changed(self, row: Row, fact: Fact) -> Row | None:
+        data = fact.data
         match fact.name:
             case "Edited":
-                change = {"text": data["text"], "schedule": _schedule(data["schedule"])}
+                return {"text": data["text"], "schedule": _schedule(data["schedule"])}
             case "Archived":
-                change = {"archived": True}
-            case _:
-                change = {}
-        return {**row, **change, **stamp}
+                return {"archived": True}
+        return {}
 
 
 class PromptsProjection(FoldingProjection):

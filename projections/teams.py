@@ -17,7 +17,15 @@ from psycopg import sql
 from aggregates.base import Role
 from aggregates.team import Team
 from projections.base import Fact, topic_of
-from projections.folding import FoldingProjection, Key, MissingRow, Row, Table, TableFold
+from projections.folding import (
+    AggregateRowFold,
+    FoldingProjection,
+    Key,
+    MissingRow,
+    Row,
+    Table,
+    TableFold,
+)
 from projections.pagination import Page, decode_cursor, page_of
 from projections.reading import Conn, fetch_all, fetch_one, iso, iso_or_none, where
 
@@ -106,39 +114,20 @@ def _existing(row: Row | None, fact: Fact, what: str) -> Row:
     return row
 
 
-class TeamFold(TableFold):
+class TeamFold(AggregateRowFold):
     table = TEAMS
+    what = "team"
 
-    def keys(self, fact: Fact) -> Iterable[Key]:
-        return ((fact.aggregate_id,),)
+    def created(self, fact: Fact) -> Row:
+        return {"id": fact.aggregate_id, "name": fact.data["name"], "plan": fact.data["plan"]}
 
-    def creates(self, fact: Fact) -> bool:
-        return fact.name == "Created"
-
-    def fold(self, key: Key, row: Row | None, fact: Fact) -> Row | None:
-        data = fact.data
-        stamp = {
-            "version": fact.version,
-            "updated_at": data["timestamp"],
-            "position": fact.position,
-        }
-        if fact.name == "Created":
-            return {
-                "id": fact.aggregate_id,
-                "name": data["name"],
-                "plan": data["plan"],
-                "created_at": data["timestamp"],
-                **stamp,
-            }
-        row = _existing(row, fact, "team")
+    def changed(self, row: Row, fact: Fact) -> Row | None:
         match fact.name:
             case "Renamed":
-                change = {"name": data["name"]}
+                return {"name": fact.data["name"]}
             case "PlanChanged":
-                change = {"plan": data["plan"]}
-            case _:  # member and key events change the team's version only
-                change = {}
-        return {**row, **change, **stamp}
+                return {"plan": fact.data["plan"]}
+        return {}  # member and key events change the team's version only
 
 
 class MemberFold(TableFold):

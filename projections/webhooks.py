@@ -6,7 +6,6 @@ id: the events carry no secret, and readers need only tell secrets apart.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, ClassVar, Final
 from uuid import UUID
 
@@ -14,7 +13,12 @@ from psycopg import sql
 
 from aggregates.webhook_endpoint import WebhookEndpoint
 from projections.base import Fact, topic_of
-from projections.folding import FoldingProjection, Key, MissingRow, Row, Table, TableFold
+from projections.folding import (
+    AggregateRowFold,
+    FoldingProjection,
+    Row,
+    Table,
+)
 from projections.pagination import Page, decode_cursor, page_of
 from projections.reading import Conn, fetch_all, fetch_one, iso, where
 
@@ -52,56 +56,43 @@ WEBHOOKS: Final = Table(
 _EVENTS: Final = ("Registered", "Updated", "SecretRotated", "Disabled", "Enabled", "Deleted")
 
 
-class WebhookFold(TableFold):
+class WebhookFold(AggregateRowFold):
     table = WEBHOOKS
+    what = "webhook"
+    created_by = "Registered"
 
-    def keys(self, fact: Fact) -> Iterable[Key]:
-        return ((fact.aggregate_id,),)
-
-    def creates(self, fact: Fact) -> bool:
-        return fact.name == "Registered"
-
-    def fold(self, key: Key, row: Row | None, fact: Fact) -> Row | None:
+    def created(self, fact: Fact) -> Row:
         data = fact.data
-        stamp = {
-            "version": fact.version,
-            "updated_at": data["timestamp"],
-            "position": fact.position,
+        return {
+            "id": fact.aggregate_id,
+            "team_id": data["team_id"],
+            "url": data["url"],
+            "event_types": list(data["event_types"]),
+            "description": data["description"],
+            "enabled": True,
+            "disabled_reason": None,
+            "secret_fingerprint": data["secret_fingerprint"],
+            "created_position": fact.position,
         }
-        if fact.name == "Registered":
-            return {
-                "id": fact.aggregate_id,
-                "team_id": data["team_id"],
-                "url": data["url"],
-                "event_types": list(data["event_types"]),
-                "description": data["description"],
-                "enabled": True,
-                "disabled_reason": None,
-                "secret_fingerprint": data["secret_fingerprint"],
-                "created_at": data["timestamp"],
-                "created_position": fact.position,
-                **stamp,
-            }
-        if row is None:
-            raise MissingRow(f"webhook {fact.aggregate_id} has no row for {fact.name}")
+
+    def changed(self, row: Row, fact: Fact) -> Row | None:
+        data = fact.data
         match fact.name:
             case "Updated":
-                change = {
+                return {
                     "url": data["url"],
                     "event_types": list(data["event_types"]),
                     "description": data["description"],
                 }
             case "SecretRotated":
-                change = {"secret_fingerprint": data["new_fingerprint"]}
+                return {"secret_fingerprint": data["new_fingerprint"]}
             case "Disabled":
-                change = {"enabled": False, "disabled_reason": data["reason"]}
+                return {"enabled": False, "disabled_reason": data["reason"]}
             case "Enabled":
-                change = {"enabled": True, "disabled_reason": None}
+                return {"enabled": True, "disabled_reason": None}
             case "Deleted":
                 return None
-            case _:
-                change = {}
-        return {**row, **change, **stamp}
+        return {}
 
 
 class WebhooksProjection(FoldingProjection):
