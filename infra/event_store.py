@@ -21,7 +21,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 
@@ -32,7 +32,7 @@ from infra.command_records import write_records
 from infra.db import PostgresTarget
 from infra.serialization import OrjsonTranscoder, PydanticMapper
 
-__all__ = ["EVENTS_TABLE", "EventStore", "open_event_store"]
+__all__ = ["EVENTS_TABLE", "EventStore", "head_position", "open_event_store"]
 
 APPLICATION_NAME = "Chronik"
 # Locks live while some thread holds them, then vanish with their last user.
@@ -46,6 +46,8 @@ SELECT request_fingerprint, status_code, response FROM idempotency_records
 WHERE team_id = %s AND idempotency_key = %s
 """
 SELECT_TEAM_OF_KEY = "SELECT team_id FROM api_key_index WHERE key_id = %s"
+# The newest position in the log (0 when empty): projection lag, progress, metrics.
+SELECT_HEAD_POSITION = "SELECT coalesce(max(notification_id), 0) FROM chronik_events"
 
 
 class ChronikRecorder(PostgresApplicationRecorder):
@@ -126,7 +128,7 @@ class EventStore(Application[UUID]):
         return [r.notification.id for r in recordings]
 
     def head_position(self) -> int:
-        return self._query_one("SELECT max(notification_id) FROM chronik_events", ()) or 0
+        return int(self._query_one(SELECT_HEAD_POSITION, ()))
 
     def find_idempotent_response(self, team_id: UUID, key: str) -> StoredResponse | None:
         row = self._query_row(SELECT_IDEMPOTENT_RESPONSE, (team_id, key))
@@ -148,6 +150,13 @@ class EventStore(Application[UUID]):
     def _query_one(self, query: str, params: tuple[Any, ...]) -> Any:
         row = self._query_row(query, params)
         return None if row is None else next(iter(row.values()))
+
+
+def head_position(conn: psycopg.Connection[Any]) -> int:
+    """The newest position, read on ``conn`` (a pooled or dedicated connection)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(SELECT_HEAD_POSITION).fetchone()
+    return int(row[0]) if row else 0
 
 
 def library_env(target: PostgresTarget, *, pool_size: int) -> dict[str, str]:

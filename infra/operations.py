@@ -15,7 +15,7 @@ from psycopg import sql
 from tqdm import tqdm
 
 from infra.db import PostgresTarget
-from infra.event_store import open_event_store
+from infra.event_store import head_position, open_event_store
 from infra.jobs import SyncCompactor
 from infra.projection_wiring import (
     StoredEventSource,
@@ -43,7 +43,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-HEAD_POSITION: Final = "SELECT coalesce(max(notification_id), 0) FROM chronik_events"
 REBUILD_BATCH: Final = 2000
 
 
@@ -57,11 +56,6 @@ def _target(settings: Settings) -> PostgresTarget:
 
 def _connect(settings: Settings) -> psycopg.Connection[Any]:
     return connector(_target(settings), name="chronik-cli")()
-
-
-def head_position(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute(HEAD_POSITION).fetchone()
-    return int(row[0]) if row else 0
 
 
 def _projection(name: str) -> Projection:

@@ -18,7 +18,7 @@ from commands.context import CommandContext
 from commands.models import CreateEntry, CreateTeam
 from infra.db import PostgresTarget
 from infra.devstack.processes import wait_until
-from infra.event_store import EventStore
+from infra.event_store import EventStore, head_position
 from infra.projection_wiring import StoredEventSource, connector
 from projections import registry
 from projections.base import Projection
@@ -61,9 +61,7 @@ def live_generation(url: str, name: str) -> registry.Generation | None:
 
 def head(url: str) -> int:
     with connect(url) as conn:
-        row = conn.execute("SELECT coalesce(max(notification_id), 0) FROM chronik_events")
-        found = row.fetchone()
-        return int(found[0]) if found else 0
+        return head_position(conn)
 
 
 def wait_caught_up(url: str, name: str, *, timeout: float = 30.0) -> registry.Generation:

@@ -4,7 +4,6 @@ time, so every API process reports the same cluster-wide truth."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -15,18 +14,16 @@ from prometheus_client.registry import Collector
 
 from api.dependencies import ServicesDep
 from infra.bootstrap import Services
+from infra.event_store import head_position
 from projections.catalog import all_projections
 from projections.status import ProjectionStatus, statuses
 
 router = APIRouter(tags=["operations"])
 
-HEAD_POSITION = "SELECT coalesce(max(notification_id), 0) FROM chronik_events"
-
 
 def projection_statuses(services: Services) -> tuple[int, list[ProjectionStatus]]:
     with services.pool.connection() as conn:
-        row: Any = conn.execute(HEAD_POSITION).fetchone()
-        head = int(row[0])
+        head = head_position(conn)
         return head, statuses(conn, all_projections(), head)
 
 

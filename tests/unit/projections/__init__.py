@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 from unittest import mock
+from uuid import uuid4
 
 from eventsourcing.utils import get_topic
 
-from aggregates.base import Aggregate, DomainEvent
+from aggregates.base import Actor, Aggregate, DomainEvent, Role
+from aggregates.team import Team
 from projections.base import Cursor, Fact
 from projections.folding import Key, Row, Table, TableFold
 
-__all__ = ["Log", "fold_rows"]
+__all__ = ["Log", "fold_rows", "new_team"]
 
 
 class Log:
@@ -48,3 +50,17 @@ def fold_rows(
     with mock.patch.object(Table, "load", load), mock.patch.object(Table, "write", write):
         table_fold.apply(cast(Cursor, None), list(facts))
     return stored
+
+
+def new_team() -> tuple[Team, Actor]:
+    """A team on the free plan and its owner, acting."""
+    owner_id = uuid4()
+    team = Team.create(
+        id=uuid4(),
+        name="Crew",
+        plan="free",
+        owner_user_id=owner_id,
+        owner_email="olga@example.org",
+        owner_display_name="Olga",
+    )
+    return team, Actor(user_id=owner_id, role=Role.OWNER, team_id=team.id)

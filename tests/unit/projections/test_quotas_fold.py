@@ -4,25 +4,10 @@ from uuid import uuid4
 
 import pytest
 
-from aggregates.base import Actor, Role
 from aggregates.quota import MonthlyQuota
-from aggregates.team import Team
 from projections.folding import MissingRow
 from projections.quotas import QuotasProjection, QuotaUsageFold, TeamPlanFold
-from tests.unit.projections import Log, fold_rows
-
-
-def new_team() -> tuple[Team, Actor]:
-    owner_id = uuid4()
-    team = Team.create(
-        id=uuid4(),
-        name="Crew",
-        plan="free",
-        owner_user_id=owner_id,
-        owner_email="olga@example.org",
-        owner_display_name="Olga",
-    )
-    return team, Actor(user_id=owner_id, role=Role.OWNER, team_id=team.id)
+from tests.unit.projections import Log, fold_rows, new_team
 
 
 def test_the_plan_follows_creation_and_changes_only() -> None:

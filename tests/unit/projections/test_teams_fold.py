@@ -8,22 +8,9 @@ from aggregates.base import Actor, Role
 from aggregates.team import REVOKED_BY_REQUEST, REVOKED_WITH_MEMBER, Team
 from projections.folding import MissingRow
 from projections.teams import ApiKeyFold, MemberFold, TeamFold, TeamsProjection
-from tests.unit.projections import Log, fold_rows
+from tests.unit.projections import Log, fold_rows, new_team
 
 SECRET_HASH = "scrypt$not-for-readers"
-
-
-def new_team() -> tuple[Team, Actor]:
-    owner_id = uuid4()
-    team = Team.create(
-        id=uuid4(),
-        name="Crew",
-        plan="free",
-        owner_user_id=owner_id,
-        owner_email="olga@example.org",
-        owner_display_name="Olga",
-    )
-    return team, Actor(user_id=owner_id, role=Role.OWNER, team_id=team.id)
 
 
 def add(team: Team, owner: Actor, name: str, role: Role = Role.MEMBER) -> UUID:
