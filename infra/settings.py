@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "SettingsError", "load_settings"]
@@ -65,12 +65,74 @@ class Settings(BaseSettings):
     sync_compaction_interval: float = Field(
         default=3600, gt=0, le=86_400, description="Seconds between sync tombstone purges."
     )
+    events_stream_max_age: float = Field(
+        default=7 * 86_400, gt=0, description="Seconds JetStream keeps published events."
+    )
+    events_stream_max_bytes: int = Field(
+        default=1 << 30, ge=-1, description="Bytes JetStream keeps of events (-1: no limit)."
+    )
+    events_duplicate_window: float = Field(
+        default=600, gt=0, le=86_400, description="Seconds JetStream drops republished events."
+    )
+    relay_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Events the relay publishes per batch."
+    )
+    relay_ack_timeout: float = Field(
+        default=10, gt=0, le=300, description="Seconds the relay waits for JetStream's acks."
+    )
+    webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [0, 5, 300, 1800, 7200, 18_000, 36_000, 36_000],
+        description="Comma-separated seconds before each attempt of a delivery.",
+    )
+    webhook_timeout: float = Field(
+        default=15, gt=0, le=120, description="Seconds a receiver has to answer."
+    )
+    webhook_response_cap: int = Field(
+        default=65_536, ge=0, le=1_048_576, description="Bytes read of a receiver's answer."
+    )
+    webhook_claim_lease: float = Field(
+        default=60,
+        gt=0,
+        le=3600,
+        description="Seconds a claimed delivery is reserved; a killed worker's claims expire.",
+    )
+    webhook_concurrency: int = Field(
+        default=64, ge=1, le=1024, description="Deliveries one worker sends at once."
+    )
+    webhook_disable_after: float = Field(
+        default=5 * 86_400,
+        gt=0,
+        description="Seconds of failing with no success before an endpoint is disabled.",
+    )
     read_wait_timeout: float = Field(
         default=5.0,
         ge=0,
         le=60,
         description="How long a read with min_position waits before 503 STALE_READ.",
     )
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule_shape(cls, value: list[float]) -> list[float]:
+        if not value or any(delay < 0 for delay in value):
+            raise ValueError("must be one or more delays in seconds, none negative")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_send(self) -> Settings:
+        # A claim that expired mid-send would let a second worker send again.
+        if self.webhook_claim_lease <= self.webhook_timeout:
+            raise ValueError(
+                "CHRONIK_WEBHOOK_CLAIM_LEASE must be longer than CHRONIK_WEBHOOK_TIMEOUT"
+            )
+        return self
 
     @field_validator("database_url")
     @classmethod
@@ -122,6 +184,8 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            problems.append(f"CHRONIK_{field.upper()}: {error['msg']}")
+            if error["loc"]:
+                problems.append(f"CHRONIK_{str(error['loc'][0]).upper()}: {error['msg']}")
+            else:  # a rule across settings names them itself
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
         raise SettingsError("invalid setting " + "; ".join(problems)) from None
