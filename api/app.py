@@ -24,6 +24,7 @@ from api.routes import (
     sync_stream,
     teams,
     usage,
+    webhook_deliveries,
     webhooks,
 )
 from api.sse import install_shutdown_signals
@@ -67,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     routers = (
         health, metrics, teams, members, entries, prompts, webhooks, usage, sync, sync_stream,
-        events,
+        events, webhook_deliveries,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
@@ -10,9 +10,15 @@ from uuid import UUID
 from aggregates.base import Aggregate, EventMetadata
 from commands.records import CommandRecord
 
-__all__ = ["Conflict", "EventStorePort", "StoredResponse", "Unavailable"]
+__all__ = ["Conflict", "EventStorePort", "StoredResponse", "Unavailable", "UrlGuard"]
 
 A = TypeVar("A", bound=Aggregate)
+
+UrlGuard = Callable[[str], str]
+"""Judges a webhook URL before it is stored: returns the URL to store or raises
+``aggregates.errors.InvalidValue`` (field ``url``). Infra's implementation also
+resolves the host name (``infra.outbound.check_webhook_target``); the pure
+rules alone are ``commands.url_policy.check_webhook_url``."""
 
 
 class Conflict(Exception):

@@ -8,10 +8,17 @@ need them get them then.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-__all__ = ["ApiKeyIndexed", "CommandRecord", "IdempotencyRecorded", "WebhookSecretStored"]
+__all__ = [
+    "ApiKeyIndexed",
+    "CommandRecord",
+    "IdempotencyRecorded",
+    "WebhookSecretRetiring",
+    "WebhookSecretStored",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,4 +45,12 @@ class WebhookSecretStored:
     secret: str
 
 
-CommandRecord = IdempotencyRecorded | ApiKeyIndexed | WebhookSecretStored
+@dataclass(frozen=True, slots=True)
+class WebhookSecretRetiring:
+    """A rotated-out secret keeps signing until ``valid_until``."""
+
+    secret_id: str
+    valid_until: datetime
+
+
+CommandRecord = IdempotencyRecorded | ApiKeyIndexed | WebhookSecretStored | WebhookSecretRetiring

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -13,10 +14,9 @@ from uuid import UUID
 from aggregates.webhook_endpoint import WebhookEndpoint
 from commands.context import CommandContext
 from commands.models import RegisterWebhook, RotateWebhookSecret, UpdateWebhook
-from commands.ports import EventStorePort
-from commands.records import WebhookSecretStored
+from commands.ports import EventStorePort, UrlGuard
+from commands.records import WebhookSecretRetiring, WebhookSecretStored
 from commands.unit_of_work import CommandResult, Decision, Session, run_command
-from commands.url_policy import Network, check_webhook_url
 
 __all__ = [
     "delete_webhook",
@@ -45,8 +45,10 @@ def webhook_view(endpoint: WebhookEndpoint) -> dict[str, Any]:
 
 
 def _new_secret() -> tuple[str, str, str]:
-    """(secret id, the whsec_ secret, its fingerprint)."""
-    secret = "whsec_" + secrets.token_urlsafe(32)
+    """(secret id, the whsec_ secret, its fingerprint). The secret is 32 random
+    bytes in *standard* base64, which is what Standard Webhooks libraries decode
+    (url-safe base64 would silently give them another key)."""
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     fingerprint = hashlib.sha256(secret.encode()).hexdigest()[:16]
     return "sec_" + secrets.token_hex(8), secret, fingerprint
 
@@ -56,9 +58,9 @@ def register_webhook(
     ctx: CommandContext,
     command: RegisterWebhook,
     *,
-    allowed_networks: Sequence[Network] = (),
+    url_guard: UrlGuard,
 ) -> CommandResult:
-    url = check_webhook_url(command.url, allowed_networks)
+    url = url_guard(command.url)
     endpoint_id = uuid.uuid4()
     secret_id, secret, fingerprint = _new_secret()
 
@@ -86,9 +88,9 @@ def update_webhook(
     endpoint_id: UUID,
     command: UpdateWebhook,
     *,
-    allowed_networks: Sequence[Network] = (),
+    url_guard: UrlGuard,
 ) -> CommandResult:
-    url = None if command.url is None else check_webhook_url(command.url, allowed_networks)
+    url = None if command.url is None else url_guard(command.url)
 
     def decide(session: Session) -> Decision:
         endpoint = session.get(endpoint_id, WebhookEndpoint, what="webhook", precondition=True)
@@ -104,16 +106,21 @@ def update_webhook(
 def rotate_webhook_secret(
     store: EventStorePort, ctx: CommandContext, endpoint_id: UUID, command: RotateWebhookSecret
 ) -> CommandResult:
+    """The new secret signs from now on; the one it replaces keeps signing for
+    ``overlap_seconds`` (recorded beside the events, in their transaction)."""
     secret_id, secret, fingerprint = _new_secret()
 
     def decide(session: Session) -> Decision:
         endpoint = session.get(endpoint_id, WebhookEndpoint, what="webhook", precondition=True)
+        previous_id = endpoint.current_secret.secret_id
+        valid_until = datetime.now(UTC) + timedelta(seconds=command.overlap_seconds)
         endpoint.rotate_secret(
             ctx.actor,
             new_secret_id=secret_id,
             new_fingerprint=fingerprint,
-            previous_valid_until=datetime.now(UTC) + timedelta(seconds=command.overlap_seconds),
+            previous_valid_until=valid_until,
         )
+        session.record(WebhookSecretRetiring(previous_id, valid_until))
         session.record(WebhookSecretStored(secret_id, endpoint_id, ctx.actor.team_id, secret))
         return Decision({"id": str(endpoint_id), "secret": secret}, endpoint)
 

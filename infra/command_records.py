@@ -12,6 +12,7 @@ from commands.records import (
     ApiKeyIndexed,
     CommandRecord,
     IdempotencyRecorded,
+    WebhookSecretRetiring,
     WebhookSecretStored,
 )
 
@@ -26,6 +27,7 @@ INSERT_KEY_INDEX = "INSERT INTO api_key_index (key_id, team_id) VALUES (%s, %s)"
 INSERT_WEBHOOK_SIGNER = """
 INSERT INTO webhook_secrets (secret_id, endpoint_id, team_id, secret) VALUES (%s, %s, %s, %s)
 """
+RETIRE_WEBHOOK_SIGNER = "UPDATE webhook_secrets SET valid_until = %s WHERE secret_id = %s"
 
 
 def write_records(
@@ -55,3 +57,5 @@ def write_records(
                     INSERT_WEBHOOK_SIGNER,
                     (record.secret_id, record.endpoint_id, record.team_id, record.secret),
                 )
+            case WebhookSecretRetiring():
+                curs.execute(RETIRE_WEBHOOK_SIGNER, (record.valid_until, record.secret_id))

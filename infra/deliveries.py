@@ -1,12 +1,255 @@
-"""Webhook deliveries as the delivery worker writes them (named SQL)."""
+"""Webhook deliveries as the fan-out consumer and the delivery worker write
+them (named SQL; the API's reads are in ``infra.delivery_reads``).
+
+A delivery is claimed by pushing its due time forward by a lease and counting
+the attempt, in one statement with ``FOR UPDATE SKIP LOCKED``: workers never
+claim the same delivery twice, and a worker killed mid-send leaves its claims
+to come due again when the lease runs out. An outcome is only recorded while
+the claim is still the delivery's latest (``attempts`` unchanged).
+"""
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+from uuid import UUID
 
-__all__ = ["DUE_CHANNEL", "STATUSES"]
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from infra.delivery_policy import Verdict
+
+__all__ = [
+    "DUE_CHANNEL",
+    "STATUSES",
+    "Attempt",
+    "Claim",
+    "cancel",
+    "claim_due",
+    "endpoints_of",
+    "record_attempt",
+    "record_deliveries",
+    "seconds_until_due",
+    "webhooks_position",
+]
 
 # NOTIFY on this channel whenever a delivery becomes due now (new, resent,
 # recovered): the delivery workers LISTEN and claim at once.
 DUE_CHANNEL: Final = "chronik_webhook_due"
 STATUSES: Final = ("pending", "succeeded", "failed", "canceled")
+
+WEBHOOKS_POSITION: Final = (
+    "SELECT position FROM projection_generations WHERE projection = 'webhooks' AND state = 'active'"
+)
+# An endpoint gets the events after its registration that its filter admits,
+# while it is enabled; a private entry's events are never sent (the relay
+# marks them, and the consumer drops them before this).
+INSERT_DELIVERIES: Final = """
+INSERT INTO webhook_deliveries
+    (team_id, endpoint_id, position, event_id, event_type, body, next_attempt_at)
+SELECT w.team_id, w.id, %(position)s, %(event_id)s, %(type)s, %(body)s,
+    now() + make_interval(secs => %(first_delay)s)
+FROM reads.webhooks w
+WHERE w.team_id = %(team_id)s AND w.enabled AND w.created_position < %(position)s
+    AND (cardinality(w.event_types) = 0 OR %(type)s = ANY (w.event_types))
+ON CONFLICT (endpoint_id, position) DO NOTHING
+"""
+NOTIFY_DUE: Final = "SELECT pg_notify(%(channel)s, '')"
+CLAIM_DUE: Final = """
+WITH due AS (
+    SELECT id FROM webhook_deliveries
+    WHERE status = 'pending' AND next_attempt_at <= now()
+    ORDER BY next_attempt_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE webhook_deliveries d
+SET attempts = d.attempts + 1, updated_at = now(),
+    next_attempt_at = now() + make_interval(secs => %(lease)s)
+FROM due WHERE d.id = due.id
+RETURNING d.id, d.team_id, d.endpoint_id, d.event_id, d.body, d.attempts, d.round_start
+"""
+SELECT_ENDPOINTS: Final = """
+SELECT w.id, w.url, w.enabled,
+    coalesce(array_agg(s.secret ORDER BY s.created_at DESC, s.secret_id)
+        FILTER (WHERE s.secret IS NOT NULL), '{}') AS secrets
+FROM reads.webhooks w
+LEFT JOIN webhook_secrets s ON s.endpoint_id = w.id
+    AND (s.valid_until IS NULL OR s.valid_until > now())
+WHERE w.id = ANY (%(ids)s)
+GROUP BY w.id, w.url, w.enabled
+"""
+INSERT_ATTEMPT: Final = """
+INSERT INTO webhook_attempts
+    (delivery_id, attempt, started_at, duration_ms, status_code, error, response_excerpt)
+VALUES (%(id)s, %(attempt)s, %(started_at)s, %(duration_ms)s, %(status_code)s, %(error)s,
+    %(excerpt)s)
+ON CONFLICT (delivery_id, attempt) DO NOTHING
+"""
+HEALTH_SUCCEEDED: Final = """
+INSERT INTO webhook_endpoint_health (endpoint_id, team_id, last_success_at)
+VALUES (%(endpoint_id)s, %(team_id)s, now())
+ON CONFLICT (endpoint_id) DO UPDATE
+SET failing_since = NULL, consecutive_failures = 0, last_success_at = now()
+"""
+# Returns for how long (seconds) the endpoint has failed with no success.
+HEALTH_FAILED: Final = """
+INSERT INTO webhook_endpoint_health
+    (endpoint_id, team_id, failing_since, consecutive_failures, last_failure_at)
+VALUES (%(endpoint_id)s, %(team_id)s, %(started_at)s, 1, now())
+ON CONFLICT (endpoint_id) DO UPDATE
+SET failing_since = coalesce(webhook_endpoint_health.failing_since, excluded.failing_since),
+    consecutive_failures = webhook_endpoint_health.consecutive_failures + 1,
+    last_failure_at = now()
+RETURNING extract(epoch FROM now() - failing_since)::float8
+"""
+FINISH: Final = """
+UPDATE webhook_deliveries
+SET status = %(status)s,
+    next_attempt_at = CASE WHEN %(status)s = 'pending'
+        THEN now() + make_interval(secs => %(retry_in)s) END,
+    last_status_code = %(status_code)s, last_error = %(error)s, updated_at = now(),
+    delivered_at = CASE WHEN %(status)s = 'succeeded' THEN now() ELSE delivered_at END
+WHERE id = %(id)s AND attempts = %(attempt)s AND status = 'pending'
+"""
+CANCEL: Final = """
+UPDATE webhook_deliveries
+SET status = 'canceled', next_attempt_at = NULL, last_error = %(reason)s, updated_at = now()
+WHERE id = %(id)s AND attempts = %(attempt)s AND status = 'pending'
+"""
+SECONDS_UNTIL_DUE: Final = """
+SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
+FROM webhook_deliveries WHERE status = 'pending'
+"""
+
+Conn = AsyncConnection[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    id: int
+    team_id: UUID
+    endpoint_id: UUID
+    event_id: str
+    body: str
+    attempts: int  # this attempt's number among all of the delivery's attempts
+    round_start: int
+
+    @property
+    def attempt_in_round(self) -> int:
+        return self.attempts - self.round_start
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    id: UUID
+    url: str
+    enabled: bool
+    secrets: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    excerpt: str | None
+
+
+async def webhooks_position(conn: Conn) -> int | None:
+    cur = await conn.execute(WEBHOOKS_POSITION)
+    row = await cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+async def record_deliveries(
+    conn: Conn, doc: dict[str, Any], body: str, *, first_delay: float
+) -> int:
+    """One delivery per matching endpoint, idempotently; wakes the workers."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            INSERT_DELIVERIES,
+            {
+                "position": doc["position"],
+                "event_id": doc["id"],
+                "type": doc["type"],
+                "team_id": doc["team_id"],
+                "body": body,
+                "first_delay": first_delay,
+            },
+        )
+        if cur.rowcount:
+            await conn.execute(NOTIFY_DUE, {"channel": DUE_CHANNEL})
+        return cur.rowcount
+
+
+async def claim_due(conn: Conn, *, limit: int, lease: float) -> list[Claim]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(CLAIM_DUE, {"limit": limit, "lease": lease})
+        return [Claim(**row) for row in await cur.fetchall()]
+
+
+async def endpoints_of(conn: Conn, ids: list[UUID]) -> dict[UUID, Endpoint]:
+    """Live endpoints with the secrets that sign now, newest first; a deleted
+    endpoint is missing."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(SELECT_ENDPOINTS, {"ids": ids})
+        return {row["id"]: Endpoint(**row) for row in await cur.fetchall()}
+
+
+async def record_attempt(
+    conn: Conn, claim: Claim, attempt: Attempt, judge: Callable[[float | None], Verdict]
+) -> Verdict | None:
+    """Stores the attempt and the endpoint's health, then the delivery's new
+    state as ``judge(failing_for)`` decides; None if the claim was lost."""
+    async with conn.transaction():
+        await conn.execute(
+            INSERT_ATTEMPT,
+            {
+                "id": claim.id,
+                "attempt": claim.attempts,
+                "started_at": attempt.started_at,
+                "duration_ms": attempt.duration_ms,
+                "status_code": attempt.status_code,
+                "error": attempt.error,
+                "excerpt": attempt.excerpt,
+            },
+        )
+        health = {
+            "endpoint_id": claim.endpoint_id,
+            "team_id": claim.team_id,
+            "started_at": attempt.started_at,
+        }
+        failing_for: float | None = None
+        succeeded = attempt.status_code is not None and 200 <= attempt.status_code < 300
+        if succeeded:
+            await conn.execute(HEALTH_SUCCEEDED, health)
+        else:
+            cur = await conn.execute(HEALTH_FAILED, health)
+            row = await cur.fetchone()
+            failing_for = None if row is None else float(row[0])
+        verdict: Verdict = judge(failing_for)
+        cur = await conn.execute(
+            FINISH,
+            {
+                "id": claim.id,
+                "attempt": claim.attempts,
+                "status": verdict.status,
+                "retry_in": verdict.retry_in or 0.0,
+                "status_code": attempt.status_code,
+                "error": attempt.error,
+            },
+        )
+        return verdict if cur.rowcount == 1 else None
+
+
+async def cancel(conn: Conn, claim: Claim, reason: str) -> None:
+    await conn.execute(CANCEL, {"id": claim.id, "attempt": claim.attempts, "reason": reason})
+
+
+async def seconds_until_due(conn: Conn) -> float | None:
+    cur = await conn.execute(SECONDS_UNTIL_DUE)
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else float(row[0])

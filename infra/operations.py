@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from infra.db import PostgresTarget
 from infra.event_store import head_position, open_event_store
+from infra.fanout import Fanout
 from infra.jobs import SyncCompactor
 from infra.projection_wiring import (
     StoredEventSource,
@@ -78,10 +79,13 @@ def run_worker(settings: Settings, stop: threading.Event | None = None) -> None:
     worker.start()
     compactor = SyncCompactor(settings)
     compactor.start()
+    fanout = Fanout(settings, store)
+    fanout.start()
     log.info("worker started", projections=[p.name for p in worker.projections])
     try:
         stop.wait()
     finally:
+        fanout.stop()
         compactor.stop()
         worker.stop()
         store.close()

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
         default=10, gt=0, le=300, description="Seconds the relay waits for JetStream's acks."
     )
     webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
-        default_factory=lambda: [0, 5, 300, 1800, 7200, 18_000, 36_000, 36_000],
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18_000.0, 36_000.0, 36_000.0],
         description="Comma-separated seconds before each attempt of a delivery.",
     )
     webhook_timeout: float = Field(

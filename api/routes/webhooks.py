@@ -17,15 +17,28 @@ from api.responses import OrjsonResponse
 from api.results import command_response, resource_response
 from commands import webhooks
 from commands.models import RegisterWebhook, RotateWebhookSecret, UpdateWebhook
+from commands.ports import UrlGuard
+from infra.outbound import check_webhook_target
+from infra.settings import Settings
 from projections import webhooks as webhook_reads
 
 router = APIRouter(prefix="/v1/teams/{team_id}/webhooks", tags=["webhooks"])
 
 
+def _url_guard(settings: Settings) -> UrlGuard:
+    """The registration-time SSRF check: static rules, then the host's addresses."""
+    allowed = tuple(settings.webhook_allowed_networks)
+
+    def guard(url: str) -> str:
+        return check_webhook_target(url, allowed)
+
+    return guard
+
+
 @router.post("", status_code=201, summary="Register an endpoint (secret shown once)")
 def register(body: RegisterWebhook, ctx: CommandCtx, services: ServicesDep) -> OrjsonResponse:
-    allowed = services.settings.webhook_allowed_networks
-    result = webhooks.register_webhook(services.event_store, ctx, body, allowed_networks=allowed)
+    guard = _url_guard(services.settings)
+    result = webhooks.register_webhook(services.event_store, ctx, body, url_guard=guard)
     return command_response(result)
 
 
@@ -66,10 +79,8 @@ def get_webhook(
 def update(
     webhook_id: UUID, body: UpdateWebhook, ctx: CommandCtx, services: ServicesDep
 ) -> OrjsonResponse:
-    allowed = services.settings.webhook_allowed_networks
-    result = webhooks.update_webhook(
-        services.event_store, ctx, webhook_id, body, allowed_networks=allowed
-    )
+    guard = _url_guard(services.settings)
+    result = webhooks.update_webhook(services.event_store, ctx, webhook_id, body, url_guard=guard)
     return command_response(result)
 
 

@@ -18,6 +18,7 @@ from api.app import create_app
 from infra.db import PostgresTarget
 from infra.devstack.processes import free_port
 from infra.event_store import open_event_store
+from infra.fanout import Fanout
 from infra.projection_wiring import open_projection_worker
 from infra.settings import Settings
 from projections.catalog import all_projections
@@ -100,3 +101,16 @@ def api(api_settings: Settings, worker: None) -> Iterator[Api]:
     yield Api(f"http://127.0.0.1:{port}")
     server.should_exit = True
     thread.join(15)
+
+
+@pytest.fixture
+def fanout(api_settings: Settings, worker: None) -> Iterator[None]:
+    """The relay, the webhook consumer and the delivery worker, as `chronik worker` runs them."""
+    store = open_event_store(
+        PostgresTarget.from_url(api_settings.database_url_value()), pool_size=2
+    )
+    service = Fanout(api_settings, store)
+    service.start()
+    yield
+    service.stop()
+    store.close()

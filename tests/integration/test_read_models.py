@@ -27,6 +27,7 @@ from commands.models import (
     UpdateTeam,
     UpdateWebhook,
 )
+from commands.url_policy import check_webhook_url
 from infra.event_store import EventStore
 from projections import prompts as prompt_reads
 from projections import quotas as quota_reads
@@ -178,10 +179,12 @@ def test_webhooks(database_url: str, store: EventStore) -> None:
         command = RegisterWebhook(
             url=f"https://hooks.example.com/{n}", event_types=["entry.created"]
         )
-        return UUID(webhooks.register_webhook(store, ctx, command).data["id"])
+        result = webhooks.register_webhook(store, ctx, command, url_guard=check_webhook_url)
+        return UUID(result.data["id"])
 
     kept, rotated, deleted = register(1), register(2), register(3)
-    webhooks.update_webhook(store, ctx, kept, UpdateWebhook(description="kept"))
+    update = UpdateWebhook(description="kept")
+    webhooks.update_webhook(store, ctx, kept, update, url_guard=check_webhook_url)
     webhooks.disable_webhook(store, ctx, kept)
     secret = webhooks.rotate_webhook_secret(store, ctx, rotated, RotateWebhookSecret())
     webhooks.delete_webhook(store, ctx, deleted)

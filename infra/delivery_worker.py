@@ -1,0 +1,224 @@
+"""The delivery worker: sends due webhook deliveries and records every attempt.
+
+Several workers (in one or many processes) share the load: each claims due
+deliveries with ``FOR UPDATE SKIP LOCKED`` (see ``infra.deliveries``), sends
+them concurrently over the SSRF-guarded client, and records the outcome. The
+same delivery always goes out with the same ``webhook-id`` and body, so a
+receiver sees a repeat only as a redelivery of what it already has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Final
+from uuid import UUID
+
+import httpx
+import psycopg
+import structlog
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from infra import deliveries
+from infra.deliveries import Attempt, Claim, Endpoint
+from infra.delivery_policy import Outcome, Verdict, judge, parse_retry_after
+from infra.outbound import RefusedAddress, open_webhook_client
+from infra.settings import Settings
+from infra.signing import webhook_headers
+
+__all__ = ["DeliveryWorker", "DisableEndpoint"]
+
+log = structlog.get_logger(__name__)
+
+EXCERPT_CHARS: Final = 1024
+_DATABASE_ERRORS: Final = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
+# Disables an endpoint through its aggregate (so webhook.disabled is recorded).
+DisableEndpoint = Callable[[UUID, UUID, str], Awaitable[None]]
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: AsyncConnectionPool[AsyncConnection[Any]],
+        conninfo: str,
+        disable_endpoint: DisableEndpoint,
+        *,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._conninfo = conninfo
+        self._disable_endpoint = disable_endpoint
+        self._poll_interval = poll_interval
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        client = open_webhook_client(
+            self._settings.webhook_allowed_networks,
+            timeout=self._settings.webhook_timeout,
+            max_connections=self._settings.webhook_concurrency,
+        )
+        listener = asyncio.create_task(self._listen(stopping), name="delivery-listener")
+        try:
+            async with client:
+                await self._claim_and_send(client, stopping)
+                if self._inflight:  # finish what was started: its claims are ours
+                    await asyncio.wait(self._inflight, timeout=self._settings.webhook_timeout + 1)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _claim_and_send(self, client: httpx.AsyncClient, stopping: asyncio.Event) -> None:
+        delay = 0.5
+        while not stopping.is_set():
+            self._wake.clear()
+            free = self._settings.webhook_concurrency - len(self._inflight)
+            claimed: list[Claim] = []
+            try:
+                if free > 0:
+                    claimed, endpoints = await self._claim(free)
+                    for claim in claimed:
+                        self._start(client, claim, endpoints.get(claim.endpoint_id))
+                wait = await self._seconds_to_wait(claimed, free)
+                delay = 0.5
+            except (OSError, *_DATABASE_ERRORS) as exc:
+                log.warning("delivery worker lost the database", error=str(exc))
+                wait, delay = delay, min(delay * 2, 5.0)
+            if wait > 0:
+                await _first_of(stopping, self._wake, wait)
+
+    async def _claim(self, limit: int) -> tuple[list[Claim], dict[UUID, Endpoint]]:
+        async with self._pool.connection() as conn:
+            claimed = await deliveries.claim_due(
+                conn, limit=limit, lease=self._settings.webhook_claim_lease
+            )
+            if not claimed:
+                return [], {}
+            ids = list({c.endpoint_id for c in claimed})
+            return claimed, await deliveries.endpoints_of(conn, ids)
+
+    async def _seconds_to_wait(self, claimed: list[Claim], free: int) -> float:
+        if claimed and len(claimed) == free:
+            return self._poll_interval  # slots full: a finished send wakes us
+        if claimed:
+            return 0.0  # there may be more due
+        async with self._pool.connection() as conn:
+            due_in = await deliveries.seconds_until_due(conn)
+        if due_in is None:
+            return self._poll_interval
+        return max(0.0, min(due_in, self._poll_interval))
+
+    def _start(self, client: httpx.AsyncClient, claim: Claim, endpoint: Endpoint | None) -> None:
+        task = asyncio.create_task(self._deliver(client, claim, endpoint))
+        self._inflight.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._inflight.discard(finished)
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def _deliver(
+        self, client: httpx.AsyncClient, claim: Claim, endpoint: Endpoint | None
+    ) -> None:
+        log_ = log.bind(delivery=claim.id, endpoint=str(claim.endpoint_id), attempt=claim.attempts)
+        try:
+            if endpoint is None or not endpoint.enabled:
+                reason = "endpoint deleted" if endpoint is None else "endpoint disabled"
+                async with self._pool.connection() as conn:
+                    await deliveries.cancel(conn, claim, reason)
+                return
+            attempt, outcome = await self._send(client, claim, endpoint)
+            verdict = await self._record(claim, attempt, outcome)
+            if verdict is not None and verdict.disable_reason is not None:
+                log_.warning("disabling webhook endpoint", reason=verdict.disable_reason)
+                await self._disable_endpoint(
+                    claim.team_id, claim.endpoint_id, verdict.disable_reason
+                )
+        except Exception:
+            # The claim's lease runs out and the delivery comes due again.
+            log_.exception("delivery could not be recorded; it will be retried")
+
+    async def _send(
+        self, client: httpx.AsyncClient, claim: Claim, endpoint: Endpoint
+    ) -> tuple[Attempt, Outcome]:
+        body = claim.body.encode()
+        headers = webhook_headers(endpoint.secrets, claim.event_id, int(time.time()), body)
+        started_at = datetime.now(UTC)
+        started = time.perf_counter()
+        status_code: int | None = None
+        error: str | None = None
+        excerpt: bytes = b""
+        retry_after: float | None = None
+        try:
+            async with asyncio.timeout(self._settings.webhook_timeout):
+                async with client.stream("POST", endpoint.url, content=body, headers=headers) as r:
+                    status_code = r.status_code
+                    retry_after = parse_retry_after(r.headers.get("retry-after"))
+                    excerpt = await _read_capped(r, self._settings.webhook_response_cap)
+        except RefusedAddress as exc:
+            error = f"refused: {exc}"
+        except TimeoutError:
+            error = f"no answer within {self._settings.webhook_timeout:g} s"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        duration_ms = round((time.perf_counter() - started) * 1000)
+        text = excerpt[:EXCERPT_CHARS].decode("utf-8", errors="replace") if excerpt else None
+        attempt = Attempt(started_at, duration_ms, status_code, error, text)
+        return attempt, Outcome(status_code, error, retry_after)
+
+    async def _record(self, claim: Claim, attempt: Attempt, outcome: Outcome) -> Verdict | None:
+        settings = self._settings
+
+        def decide(failing_for: float | None) -> Verdict:
+            return judge(
+                outcome,
+                attempt=claim.attempt_in_round,
+                schedule=settings.webhook_retry_schedule,
+                failing_for=failing_for,
+                disable_after=settings.webhook_disable_after,
+            )
+
+        async with self._pool.connection() as conn:
+            return await deliveries.record_attempt(conn, claim, attempt, decide)
+
+    async def _listen(self, stopping: asyncio.Event) -> None:
+        """Wakes the claim loop on every NOTIFY of a newly due delivery."""
+        while not stopping.is_set():
+            try:
+                conn = await AsyncConnection.connect(
+                    self._conninfo, autocommit=True, application_name="chronik-deliveries"
+                )
+                async with conn:
+                    await conn.execute(f"LISTEN {deliveries.DUE_CHANNEL}")
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except (OSError, *_DATABASE_ERRORS):
+                await _first_of(stopping, asyncio.Event(), 1.0)
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes:
+    """At most ``cap`` bytes of the answer, undecoded: a huge or compressed
+    answer costs the worker no more than that."""
+    taken = bytearray()
+    async for chunk in response.aiter_raw():
+        taken += chunk[: cap - len(taken)]
+        if len(taken) >= cap:
+            break
+    return bytes(taken)
+
+
+async def _first_of(stopping: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    waiters = {asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(wake.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

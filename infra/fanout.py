@@ -1,0 +1,151 @@
+"""Fan-out: the relay, the webhook consumer and the delivery worker, together
+on one asyncio loop in a thread of the worker process.
+
+Each part survives PostgreSQL or NATS going away on its own: the relay
+retries its batch, the consumer's broker is (re)started once NATS answers,
+the delivery worker keeps sending what is already claimed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from typing import Any, Final
+from uuid import UUID
+
+import structlog
+from faststream.nats import NatsBroker
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from aggregates.errors import DomainError
+from commands.webhook_health import disable_failing_webhook
+from infra.db import PostgresTarget
+from infra.delivery_worker import DeliveryWorker
+from infra.event_store import EventStore
+from infra.messaging import connect_nats
+from infra.relay import Relay
+from infra.settings import Settings
+from infra.webhook_fanout import subscribe_webhook_fanout
+
+__all__ = ["Fanout"]
+
+log = structlog.get_logger(__name__)
+
+POOL_SIZE: Final = 4
+
+
+class Fanout:
+    def __init__(
+        self,
+        settings: Settings,
+        store: EventStore,
+        *,
+        relay: bool = True,
+        consumers: bool = True,
+        deliveries: bool = True,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._parts = {"relay": relay, "consumers": consumers, "deliveries": deliveries}
+        self._conninfo = PostgresTarget.from_url(settings.database_url_value()).conninfo()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fanout", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait(10)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = stopping = asyncio.Event()
+        self._started.set()
+        pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=POOL_SIZE,
+            kwargs={"autocommit": True, "application_name": "chronik-fanout"},
+            open=False,
+        )
+        await pool.open(wait=False)
+        tasks = []
+        if self._parts["relay"]:
+            tasks.append(Relay(self._settings, self._conninfo).run(stopping))
+        if self._parts["consumers"]:
+            tasks.append(self._consume(pool, stopping))
+        if self._parts["deliveries"]:
+            worker = DeliveryWorker(self._settings, pool, self._conninfo, self._disable)
+            tasks.append(worker.run(stopping))
+        log.info("fan-out started", parts=[k for k, v in self._parts.items() if v])
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            await pool.close()
+            log.info("fan-out stopped")
+
+    async def _consume(
+        self, pool: AsyncConnectionPool[AsyncConnection[Any]], stopping: asyncio.Event
+    ) -> None:
+        """Runs the consumers' broker, started only once NATS answers: a
+        broker connecting to a server that is down would retry inside its
+        connect for ever and not hear that we are stopping."""
+        delay = 0.5
+        while not stopping.is_set():
+            try:
+                probe = await connect_nats(self._settings, name="chronik-consumers-probe")
+                await probe.close()
+            except Exception as exc:  # noqa: BLE001 - NATS down: try again
+                log.warning("consumers wait for NATS", error=str(exc), retry_in=delay)
+                await _wait(stopping, delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            broker = self._broker()
+            subscribe_webhook_fanout(broker, self._settings, pool)
+            try:
+                await broker.start()
+                delay = 0.5
+                await stopping.wait()
+            except Exception as exc:  # noqa: BLE001 - e.g. NATS went away while starting
+                log.warning("consumers stopped; restarting", error=str(exc))
+                await _wait(stopping, delay)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(broker.stop(), 10)
+
+    def _broker(self) -> NatsBroker:
+        return NatsBroker(
+            self._settings.nats_url or "",
+            name="chronik-consumers",
+            connect_timeout=5,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            graceful_timeout=10,
+            # One access line per message is too much at INFO.
+            log_level=logging.DEBUG,
+        )
+
+    async def _disable(self, team_id: UUID, endpoint_id: UUID, reason: str) -> None:
+        try:
+            await asyncio.to_thread(
+                disable_failing_webhook, self._store, team_id, endpoint_id, reason
+            )
+        except DomainError as exc:  # e.g. deleted meanwhile: nothing left to disable
+            log.info("endpoint not disabled", endpoint=str(endpoint_id), error=str(exc))
+
+
+async def _wait(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)

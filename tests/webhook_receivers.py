@@ -1,0 +1,117 @@
+"""Real HTTP webhook receivers on loopback, scripted per test.
+
+Each receiver records every request it gets (headers, body, when) and answers
+what its script says: by default 204; ``fail_first=N`` answers 500 to the
+first N requests of each webhook-id; ``status=410`` always answers that.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+from standardwebhooks import Webhook
+
+__all__ = ["Received", "Receiver", "receiver", "wait_until"]
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.time() when it arrived
+
+    @property
+    def webhook_id(self) -> str:
+        return self.headers["webhook-id"]
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = orjson.loads(self.body)
+        return doc
+
+
+@dataclass
+class Receiver:
+    port: int
+    status: int = 204
+    fail_first: int = 0
+    requests: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _seen: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def answer(self, headers: dict[str, str], body: bytes) -> int:
+        with self.lock:
+            self.requests.append(Received(headers, body, time.time()))
+            webhook_id = headers.get("webhook-id", "")
+            self._seen[webhook_id] += 1
+            if self._seen[webhook_id] <= self.fail_first:
+                return 500
+            return self.status
+
+    def received(self) -> list[Received]:
+        with self.lock:
+            return list(self.requests)
+
+    def ids(self) -> set[str]:
+        return {r.webhook_id for r in self.received()}
+
+    def verified_docs(self, secret: str) -> list[dict[str, Any]]:
+        """Every body, each checked with the Standard Webhooks reference library."""
+        webhook = Webhook(secret)
+        docs = []
+        for r in self.received():
+            verified = webhook.verify(r.body, r.headers)
+            docs.append(verified)
+        return docs
+
+
+def _handler(target: Receiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", "0"))
+            body = self.rfile.read(length)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status = target.answer(headers, body)
+            self.send_response(status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # quiet: the test asserts on what was received
+
+    return Handler
+
+
+@contextmanager
+def receiver(**script: Any) -> Iterator[Receiver]:
+    target = Receiver(port=0, **script)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(target))
+    server.daemon_threads = True
+    target.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield target
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """Polls ``condition`` until it holds; fails the test with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
