@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from standardwebhooks import Webhook
 
-__all__ = ["Received", "Receiver", "receiver", "wait_until"]
+__all__ = ["Received", "Receiver", "receiver"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +107,3 @@ def receiver(**script: Any) -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    """Polls ``condition`` until it holds; fails the test with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)

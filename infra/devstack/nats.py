@@ -37,7 +37,8 @@ class EmbeddedNats:
     def start(self, timeout: float = 30.0) -> None:
         store = self.data_dir / "nats"
         store.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.port = free_port()
+        # A restart keeps the port, so connected clients find the server again.
+        self.port = self.port or free_port()
         log_path = self.data_dir / "logs" / "nats.log"
         self.server = ServerProcess(
             "nats-server",

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from infra.devstack.processes import wait_until
 from infra.settings import Settings
 from tests.e2e.conftest import Api
-from tests.webhook_receivers import receiver, wait_until
+from tests.webhook_receivers import receiver
 
 
 @pytest.fixture
