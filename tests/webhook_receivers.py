@@ -2,7 +2,12 @@
 
 Each receiver records every request it gets (headers, body, when) and answers
 what its script says: by default 204; ``fail_first=N`` answers 500 to the
-first N requests of each webhook-id; ``status=410`` always answers that.
+first N requests of each webhook-id; ``status=410`` always answers that;
+``delay`` makes every answer that slow; ``answer_headers`` are sent with every
+answer (e.g. ``{"Retry-After": "1"}``); ``body_size=N`` answers with a body of N
+bytes, written ``body_chunk`` bytes at a time with ``body_chunk_delay`` seconds
+between chunks, and records in ``bodies`` how much of each body was written
+before the client hung up (or all of it).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 import orjson
 from standardwebhooks import Webhook
 
-__all__ = ["Received", "Receiver", "receiver"]
+__all__ = ["BodyWritten", "Received", "Receiver", "receiver"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,12 @@ class Receiver:
     port: int
     status: int = 204
     fail_first: int = 0
+    delay: float = 0.0  # seconds before answering (a slow receiver)
+    answer_headers: dict[str, str] = field(default_factory=dict)
+    body_size: int = 0
+    body_chunk: int = 65_536
+    body_chunk_delay: float = 0.0
+    bodies: list[BodyWritten] = field(default_factory=list)
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _seen: Counter[str] = field(default_factory=Counter)
@@ -77,6 +88,29 @@ class Receiver:
         return docs
 
 
+@dataclass(frozen=True, slots=True)
+class BodyWritten:
+    """How much of one answer's body was written."""
+
+    written: int
+    complete: bool  # False: the client hung up first
+
+
+def _write_body(wfile: Any, target: Receiver) -> BodyWritten:
+    chunk = b"x" * target.body_chunk
+    written = 0
+    try:
+        while written < target.body_size:
+            piece = chunk[: target.body_size - written]
+            wfile.write(piece)
+            written += len(piece)
+            if target.body_chunk_delay:
+                time.sleep(target.body_chunk_delay)  # a slowly generated body, by design
+    except OSError:  # broken pipe, connection reset: the client stopped reading
+        return BodyWritten(written, complete=False)
+    return BodyWritten(written, complete=True)
+
+
 def _handler(target: Receiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -84,9 +118,17 @@ def _handler(target: Receiver) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length)
             headers = {k.lower(): v for k, v in self.headers.items()}
             status = target.answer(headers, body)
+            if target.delay:
+                time.sleep(target.delay)  # a slow receiver, by design
             self.send_response(status)
-            self.send_header("content-length", "0")
+            for name, value in target.answer_headers.items():
+                self.send_header(name, value)
+            self.send_header("content-length", str(target.body_size))
             self.end_headers()
+            if target.body_size:
+                written = _write_body(self.wfile, target)
+                with target.lock:
+                    target.bodies.append(written)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet: the test asserts on what was received

@@ -40,6 +40,8 @@ def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "CHRONIK_DATABASE_URL": settings.database_url_value(),
+        # The worker's relay publishes: to this test's own stream.
+        "CHRONIK_NATS_NAMESPACE": settings.nats_namespace,
         "CHRONIK_PROJECTION_POLL_INTERVAL": "0.2",
         "CHRONIK_LOG_LEVEL": "WARNING",
     }
