@@ -9,8 +9,9 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.dependencies import ServicesDep
 from api.responses import OrjsonResponse
-from api.routes.metrics import projection_statuses
+from api.routes.metrics import current_fanout_status, projection_statuses
 from infra.bootstrap import Services
+from infra.fanout_status import FanoutStatus
 
 router = APIRouter(tags=["operations"])
 
@@ -40,6 +41,26 @@ def _projections(services: Services) -> dict[str, Any]:
     }
 
 
+def _fanout(status: FanoutStatus) -> dict[str, Any]:
+    """Reported, not gated on, like projections: NATS or a receiver being down
+    delays webhooks; it must not take the API out of service."""
+    return {
+        "relay": {
+            "position": status.relay_position,
+            "lag": status.relay_lag,
+            "error": status.relay_error,
+            "error_at": None
+            if status.relay_error_at is None
+            else status.relay_error_at.isoformat(),
+        },
+        "webhooks": {
+            "pending": status.pending,
+            "oldest_due_seconds": round(status.oldest_due_seconds, 3),
+            "endpoints_failing": status.endpoints_failing,
+        },
+    }
+
+
 @router.get("/readyz", summary="Dependencies are reachable", response_model=None)
 async def readyz(services: ServicesDep) -> OrjsonResponse:
     checks: dict[str, Any] = {}
@@ -60,6 +81,7 @@ async def readyz(services: ServicesDep) -> OrjsonResponse:
     body: dict[str, Any] = {"status": "ready" if ready else "unavailable", "checks": checks}
     if checks["database"] == "ok":
         body["projections"] = await run_in_threadpool(_projections, services)
+        body["fanout"] = _fanout(await run_in_threadpool(current_fanout_status, services))
     return OrjsonResponse(
         body,
         status_code=200 if ready else 503,

@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 from api.dependencies import ServicesDep
 from infra.bootstrap import Services
 from infra.event_store import head_position
+from infra.fanout_status import FanoutStatus, fanout_status
 from projections.catalog import all_projections
 from projections.status import ProjectionStatus, statuses
 
@@ -25,6 +26,11 @@ def projection_statuses(services: Services) -> tuple[int, list[ProjectionStatus]
     with services.pool.connection() as conn:
         head = head_position(conn)
         return head, statuses(conn, all_projections(), head)
+
+
+def current_fanout_status(services: Services) -> FanoutStatus:
+    with services.pool.connection() as conn:
+        return fanout_status(conn)
 
 
 class ProjectionCollector(Collector):
@@ -57,9 +63,48 @@ class ProjectionCollector(Collector):
         yield from (head, position, lag, stalled, applied)
 
 
+class FanoutCollector(Collector):
+    def __init__(self, status: FanoutStatus) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        s = self._status
+        yield GaugeMetricFamily(
+            "chronik_relay_position",
+            "Last position published to JetStream.",
+            value=s.relay_position or 0,
+        )
+        yield GaugeMetricFamily(
+            "chronik_relay_lag", "Positions the relay is behind the head.", value=s.relay_lag
+        )
+        yield GaugeMetricFamily(
+            "chronik_relay_failing",
+            "1 while the relay cannot publish (NATS down).",
+            value=1 if s.relay_error else 0,
+        )
+        yield CounterMetricFamily(
+            "chronik_relay_published_events", "Events published.", value=s.relay_published
+        )
+        yield GaugeMetricFamily(
+            "chronik_webhook_deliveries_pending", "Deliveries not yet final.", value=s.pending
+        )
+        yield GaugeMetricFamily(
+            "chronik_webhook_oldest_due_seconds",
+            "How long the longest-waiting due delivery has waited.",
+            value=s.oldest_due_seconds,
+        )
+        yield GaugeMetricFamily(
+            "chronik_webhook_endpoints_failing",
+            "Endpoints whose last attempt failed.",
+            value=s.endpoints_failing,
+        )  # fmt: skip
+
+
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(services: ServicesDep) -> Response:
     head, rows = await run_in_threadpool(projection_statuses, services)
+    fanout = await run_in_threadpool(current_fanout_status, services)
     registry = CollectorRegistry()
     registry.register(ProjectionCollector(head, rows))
+    registry.register(FanoutCollector(fanout))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -134,3 +134,37 @@ def test_a_410_disables_the_endpoint_and_records_webhook_disabled(api: Api) -> N
         endpoint = owner.get(f"/v1/teams/{team['id']}/webhooks/{endpoint_id}").json()["data"]
         assert endpoint["enabled"] is False
         assert len(gone.received()) == 1
+
+
+@pytest.mark.usefixtures("fanout")
+def test_relay_and_backlog_show_in_metrics_and_readiness(api: Api) -> None:
+    team = api.create_team()
+    with receiver(status=503) as down:
+        _register(api, team, down.url, ["entry.created"])
+        _write(api, team, "waits for a receiver that is down")
+        plain = api.client(session=False)
+
+        def metric(name: str) -> float | None:
+            for line in plain.get("/metrics").text.splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+            return None
+
+        wait_until(lambda: metric("chronik_relay_lag") == 0, timeout=30, what="relay caught up")
+
+        def given_up() -> bool:  # every attempt of the schedule failed
+            return (
+                metric("chronik_webhook_endpoints_failing") == 1
+                and metric("chronik_webhook_deliveries_pending") == 0
+            )
+
+        wait_until(given_up, timeout=30, what="the delivery to fail for good")
+        assert len(down.received()) == 5  # one attempt per step of the schedule
+        published = metric("chronik_relay_published_events_total")
+        assert published is not None
+        assert published >= 3
+        fanout = plain.get("/readyz").json()["fanout"]
+        assert fanout["relay"] == {"position": fanout["relay"]["position"], "lag": 0,
+                                   "error": None, "error_at": None}  # fmt: skip
+        assert fanout["webhooks"]["pending"] == 0
+        assert fanout["webhooks"]["endpoints_failing"] == 1
