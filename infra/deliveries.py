@@ -118,6 +118,12 @@ UPDATE webhook_deliveries
 SET status = 'canceled', next_attempt_at = NULL, last_error = %(reason)s, updated_at = now()
 WHERE id = %(id)s AND attempts = %(attempt)s AND status = 'pending'
 """
+# Held until the outcome is written, so a newer claim cannot slip in between.
+LOCK_CLAIM: Final = """
+SELECT 1 FROM webhook_deliveries
+WHERE id = %(id)s AND attempts = %(attempt)s AND status = 'pending'
+FOR UPDATE
+"""
 SECONDS_UNTIL_DUE: Final = """
 SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
 FROM webhook_deliveries WHERE status = 'pending'
@@ -205,6 +211,8 @@ async def record_attempt(
     """Stores the attempt and the endpoint's health, then the delivery's new
     state as ``judge(failing_for)`` decides; None if the claim was lost."""
     async with conn.transaction():
+        cur = await conn.execute(LOCK_CLAIM, {"id": claim.id, "attempt": claim.attempts})
+        current = await cur.fetchone() is not None
         await conn.execute(
             INSERT_ATTEMPT,
             {
@@ -217,6 +225,10 @@ async def record_attempt(
                 "excerpt": attempt.excerpt,
             },
         )
+        if not current:
+            # Superseded (the lease ran out and another worker sent it): the
+            # attempt happened and is logged, but the newer claim decides.
+            return None
         health = {
             "endpoint_id": claim.endpoint_id,
             "team_id": claim.team_id,

@@ -245,7 +245,13 @@ class Relay:
     async def _record_error(
         self, conn: AsyncConnection[Any], exc: Exception, failures: int
     ) -> None:
-        error = f"{type(exc).__name__}: {exc}"[:500]
+        if isinstance(exc, TimeoutError):
+            error = (
+                f"no acknowledgement from JetStream within {self._settings.relay_ack_timeout:g} s"
+            )
+        else:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        error = error[:500]
         if failures == 1 or failures % 30 == 0:
             log.warning("relay cannot publish; will retry", error=error, failures=failures)
         await conn.execute(RECORD_ERROR, {"name": RELAY_NAME, "error": error})

@@ -9,6 +9,7 @@ faster than migrating per test and keeps tests independent of each other.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -16,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import nats
 import psycopg
 import pytest
 from psycopg import sql
@@ -112,10 +114,25 @@ def nats_namespace() -> str:
 
 
 @pytest.fixture
-def settings(base_settings: Settings, database_url: str, nats_namespace: str) -> Settings:
-    return base_settings.model_copy(
+def settings(base_settings: Settings, database_url: str, nats_namespace: str) -> Iterator[Settings]:
+    yield base_settings.model_copy(
         update={"database_url": SecretStr(database_url), "nats_namespace": nats_namespace}
     )
+    asyncio.run(_delete_streams(base_settings, nats_namespace))
+
+
+async def _delete_streams(settings: Settings, namespace: str) -> None:
+    """The test's streams go with it: a shared NATS server must not fill up
+    with one stream per test run."""
+    assert settings.nats_url is not None
+    client = await nats.connect(settings.nats_url, connect_timeout=2, allow_reconnect=False)
+    try:
+        js = client.jetstream()
+        for info in await js.streams_info():
+            if info.config.name and info.config.name.startswith(namespace.upper() + "_"):
+                await js.delete_stream(info.config.name)
+    finally:
+        await client.close()
 
 
 @pytest.fixture

@@ -136,11 +136,18 @@ def _handler(target: Receiver) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The listen backlog: the standard library's 5 overflows when delivery
+    # workers open a hundred connections at once, and the connections the
+    # kernel then drops fail as the workers' read errors.
+    request_queue_size = 1024
+
+
 @contextmanager
 def receiver(**script: Any) -> Iterator[Receiver]:
     target = Receiver(port=0, **script)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(target))
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), _handler(target))
     target.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

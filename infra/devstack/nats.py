@@ -40,6 +40,7 @@ class EmbeddedNats:
         # A restart keeps the port, so connected clients find the server again.
         self.port = self.port or free_port()
         log_path = self.data_dir / "logs" / "nats.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.server = ServerProcess(
             "nats-server",
             [_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store)],

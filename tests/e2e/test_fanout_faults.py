@@ -43,7 +43,6 @@ OUTAGE = 30.0
 @pytest.fixture
 def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
     """A NATS server of this test's own, to stop and start."""
-    (tmp_path / "logs").mkdir()
     server = EmbeddedNats(tmp_path)
     server.start()
     yield server
