@@ -24,7 +24,6 @@ from uuid import UUID
 
 import orjson
 import pytest
-from nats.js.errors import NotFoundError
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
@@ -39,7 +38,6 @@ from infra.delivery_worker import EXCERPT_CHARS
 from infra.devstack.processes import wait_until
 from infra.event_store import EventStore
 from infra.fanout import Fanout
-from infra.messaging import connect_nats, stream_name
 from infra.outbound import check_webhook_target
 from infra.relay import messages_of
 from infra.settings import Settings
@@ -64,10 +62,10 @@ LOOPBACK_GUARD = functools.partial(check_webhook_target, allowed=LOOPBACK)
 
 
 @pytest.fixture
-def hook_settings(settings: Settings) -> Iterator[Settings]:
+def hook_settings(settings: Settings) -> Settings:
     """Loopback receivers admitted, retries in fractions of a second; the
-    events stream (if a test made one) is deleted afterwards."""
-    yield settings.model_copy(
+    events stream goes with the test's namespace (tests/conftest.py)."""
+    return settings.model_copy(
         update={
             "webhook_allowed_networks": LOOPBACK,
             "webhook_retry_schedule": [0.0, 0.2, 0.2, 0.2, 0.2],
@@ -76,17 +74,6 @@ def hook_settings(settings: Settings) -> Iterator[Settings]:
             "projection_poll_interval": 0.2,
         }
     )
-    asyncio.run(_delete_stream(settings))
-
-
-async def _delete_stream(settings: Settings) -> None:
-    client = await connect_nats(settings, name="test-cleanup")
-    try:
-        await client.jetstream().delete_stream(stream_name(settings, "events"))
-    except NotFoundError:
-        pass
-    finally:
-        await client.close()
 
 
 @contextmanager

@@ -16,7 +16,6 @@ from uuid import UUID
 import orjson
 import pytest
 from nats.js.api import StorageType, StreamInfo
-from nats.js.errors import NotFoundError
 from psycopg.rows import dict_row
 
 from aggregates.base import Actor, Role
@@ -60,9 +59,9 @@ class Message:
 
 
 @pytest.fixture
-def relay_settings(settings: Settings) -> Iterator[Settings]:
-    """Limits of our own, to see them on the stream; the stream is deleted afterwards."""
-    yield settings.model_copy(
+def relay_settings(settings: Settings) -> Settings:
+    """Limits of our own, to see them on the stream."""
+    return settings.model_copy(
         update={
             "projection_poll_interval": 0.2,
             "events_stream_max_age": 3600.0,
@@ -70,17 +69,6 @@ def relay_settings(settings: Settings) -> Iterator[Settings]:
             "events_duplicate_window": 120.0,
         }
     )
-    asyncio.run(_delete_stream(settings))
-
-
-async def _delete_stream(settings: Settings) -> None:
-    client = await connect_nats(settings, name="test-cleanup")
-    try:
-        await client.jetstream().delete_stream(stream_name(settings, "events"))
-    except NotFoundError:
-        pass
-    finally:
-        await client.close()
 
 
 def stream(settings: Settings) -> tuple[StreamInfo, list[Message]]:
