@@ -39,3 +39,4 @@ clean:
 bench: $(STAMP)
 	$(BIN)/python -m bench.projections $(ARGS)
 	$(BIN)/python -m bench.sync $(ARGS)
+	$(BIN)/python -m bench.webhooks $(ARGS)

@@ -85,10 +85,10 @@ def _api(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-def _worker(settings: Settings, _: argparse.Namespace) -> int:
-    from infra.operations import run_worker
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.operations import WORKER_ROLES, run_worker
 
-    run_worker(settings)
+    run_worker(settings, roles=tuple(args.only or WORKER_ROLES))
     return 0
 
 
@@ -152,7 +152,7 @@ def _dev(settings: Settings, _: argparse.Namespace) -> int:
 _COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
     "dev": ("start embedded servers (unless configured), migrate, serve and run workers", _dev),
     "api": ("serve the HTTP API against the configured servers", _api),
-    "worker": ("run every projection until SIGINT/SIGTERM", _worker),
+    "worker": ("run the projections and the fan-out until SIGINT/SIGTERM", _worker),
     "projections": ("projection status, retry, skip and rebuild", _projections),
     "sync": ("sync maintenance: compact purges tombstones past the retention", _sync),
     "migrate": ("apply pending database migrations", _migrate),
@@ -167,6 +167,12 @@ def _parser() -> argparse.ArgumentParser:
     parsers["bootstrap"].add_argument("--team", required=True, help="the team's name")
     parsers["bootstrap"].add_argument("--owner", required=True, help="the owner's email")
     parsers["bootstrap"].add_argument("--plan", default="team", help="free, team or enterprise")
+    parsers["worker"].add_argument(
+        "--only",
+        action="append",
+        choices=("projections", "fanout"),
+        help="run only this part (repeatable); default: both",
+    )
     actions = parsers["projections"].add_subparsers(dest="action", required=True)
     actions.add_parser("status", help="position, lag and stalls of every projection")
     retry = actions.add_parser("retry", help="resume a stalled projection at the failed event")

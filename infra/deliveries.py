@@ -10,7 +10,7 @@ the claim is still the delivery's latest (``attempts`` unchanged).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -20,6 +20,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from infra.delivery_policy import Verdict
+from projections.webhooks import WebhooksProjection
 
 __all__ = [
     "DUE_CHANNEL",
@@ -29,10 +30,10 @@ __all__ = [
     "cancel",
     "claim_due",
     "endpoints_of",
+    "matched_up_to",
     "record_attempt",
     "record_deliveries",
     "seconds_until_due",
-    "webhooks_position",
 ]
 
 # NOTIFY on this channel whenever a delivery becomes due now (new, resent,
@@ -43,17 +44,25 @@ STATUSES: Final = ("pending", "succeeded", "failed", "canceled")
 WEBHOOKS_POSITION: Final = (
     "SELECT position FROM projection_generations WHERE projection = 'webhooks' AND state = 'active'"
 )
+# The first change to any endpoint after the read model's position: events
+# before it are matched correctly by the read model as it stands.
+FIRST_ENDPOINT_CHANGE: Final = """
+SELECT min(notification_id) FROM chronik_events
+WHERE notification_id > %(after)s AND notification_id <= %(upto)s AND topic = ANY (%(topics)s)
+"""
 # An endpoint gets the events after its registration that its filter admits,
 # while it is enabled; a private entry's events are never sent (the relay
 # marks them, and the consumer drops them before this).
 INSERT_DELIVERIES: Final = """
 INSERT INTO webhook_deliveries
     (team_id, endpoint_id, position, event_id, event_type, body, next_attempt_at)
-SELECT w.team_id, w.id, %(position)s, %(event_id)s, %(type)s, %(body)s,
+SELECT w.team_id, w.id, e.position, e.event_id, e.type, e.body,
     now() + make_interval(secs => %(first_delay)s)
-FROM reads.webhooks w
-WHERE w.team_id = %(team_id)s AND w.enabled AND w.created_position < %(position)s
-    AND (cardinality(w.event_types) = 0 OR %(type)s = ANY (w.event_types))
+FROM unnest(%(positions)s::bigint[], %(event_ids)s::text[], %(types)s::text[],
+    %(teams)s::uuid[], %(bodies)s::text[]) AS e (position, event_id, type, team_id, body)
+JOIN reads.webhooks w ON w.team_id = e.team_id AND w.enabled
+    AND w.created_position < e.position
+    AND (cardinality(w.event_types) = 0 OR e.type = ANY (w.event_types))
 ON CONFLICT (endpoint_id, position) DO NOTHING
 """
 NOTIFY_DUE: Final = "SELECT pg_notify(%(channel)s, '')"
@@ -87,11 +96,32 @@ VALUES (%(id)s, %(attempt)s, %(started_at)s, %(duration_ms)s, %(status_code)s, %
     %(excerpt)s)
 ON CONFLICT (delivery_id, attempt) DO NOTHING
 """
-HEALTH_SUCCEEDED: Final = """
-INSERT INTO webhook_endpoint_health (endpoint_id, team_id, last_success_at)
-VALUES (%(endpoint_id)s, %(team_id)s, now())
-ON CONFLICT (endpoint_id) DO UPDATE
-SET failing_since = NULL, consecutive_failures = 0, last_success_at = now()
+# A success: the delivery, its attempt and the endpoint's health in one
+# statement. A healthy endpoint's row is only touched once a second, so
+# concurrent successes to one endpoint do not queue on its row lock.
+SUCCEEDED: Final = """
+WITH delivered AS (
+    UPDATE webhook_deliveries
+    SET status = 'succeeded', next_attempt_at = NULL, last_status_code = %(status_code)s,
+        last_error = NULL, delivered_at = now(), updated_at = now()
+    WHERE id = %(id)s AND attempts = %(attempt)s AND status = 'pending'
+    RETURNING endpoint_id, team_id
+), attempt AS (
+    INSERT INTO webhook_attempts
+        (delivery_id, attempt, started_at, duration_ms, status_code, error, response_excerpt)
+    VALUES (%(id)s, %(attempt)s, %(started_at)s, %(duration_ms)s, %(status_code)s, NULL,
+        %(excerpt)s)
+    ON CONFLICT (delivery_id, attempt) DO NOTHING
+), health AS (
+    INSERT INTO webhook_endpoint_health (endpoint_id, team_id, last_success_at)
+    SELECT endpoint_id, team_id, now() FROM delivered
+    ON CONFLICT (endpoint_id) DO UPDATE
+    SET failing_since = NULL, consecutive_failures = 0, last_success_at = now()
+    WHERE webhook_endpoint_health.failing_since IS NOT NULL
+        OR webhook_endpoint_health.last_success_at IS NULL
+        OR webhook_endpoint_health.last_success_at < now() - interval '1 second'
+)
+SELECT count(*) FROM delivered
 """
 # Returns for how long (seconds) the endpoint has failed with no success.
 HEALTH_FAILED: Final = """
@@ -164,25 +194,40 @@ class Attempt:
     excerpt: str | None
 
 
-async def webhooks_position(conn: Conn) -> int | None:
+async def matched_up_to(conn: Conn, upto: int) -> int | None:
+    """The last position up to ``upto`` whose events the webhooks read model
+    can match now: its own position, or further while no endpoint changed in
+    between (so the consumer need not wait for it to catch up on other
+    events). None: the read model is not built yet."""
     cur = await conn.execute(WEBHOOKS_POSITION)
     row = await cur.fetchone()
-    return None if row is None else int(row[0])
+    if row is None:
+        return None
+    position = int(row[0])
+    if position >= upto:
+        return position
+    cur = await conn.execute(
+        FIRST_ENDPOINT_CHANGE,
+        {"after": position, "upto": upto, "topics": list(WebhooksProjection.handled)},
+    )
+    change = await cur.fetchone()
+    return upto if change is None or change[0] is None else int(change[0]) - 1
 
 
 async def record_deliveries(
-    conn: Conn, doc: dict[str, Any], body: str, *, first_delay: float
+    conn: Conn, events: Sequence[tuple[dict[str, Any], str]], *, first_delay: float
 ) -> int:
-    """One delivery per matching endpoint, idempotently; wakes the workers."""
+    """One delivery per matching endpoint for each (document, body), in one
+    transaction, idempotently; wakes the workers if any was new."""
     async with conn.transaction():
         cur = await conn.execute(
             INSERT_DELIVERIES,
             {
-                "position": doc["position"],
-                "event_id": doc["id"],
-                "type": doc["type"],
-                "team_id": doc["team_id"],
-                "body": body,
+                "positions": [doc["position"] for doc, _ in events],
+                "event_ids": [doc["id"] for doc, _ in events],
+                "types": [doc["type"] for doc, _ in events],
+                "teams": [doc["team_id"] for doc, _ in events],
+                "bodies": [body for _, body in events],
                 "first_delay": first_delay,
             },
         )
@@ -210,21 +255,24 @@ async def record_attempt(
 ) -> Verdict | None:
     """Stores the attempt and the endpoint's health, then the delivery's new
     state as ``judge(failing_for)`` decides; None if the claim was lost."""
+    params = {
+        "id": claim.id,
+        "attempt": claim.attempts,
+        "started_at": attempt.started_at,
+        "duration_ms": attempt.duration_ms,
+        "status_code": attempt.status_code,
+        "error": attempt.error,
+        "excerpt": attempt.excerpt,
+    }
+    if attempt.status_code is not None and 200 <= attempt.status_code < 300:
+        # The common case, in one statement (one round trip, atomic by itself).
+        cur = await conn.execute(SUCCEEDED, params)
+        row = await cur.fetchone()
+        return judge(None) if row is not None and row[0] else None
     async with conn.transaction():
         cur = await conn.execute(LOCK_CLAIM, {"id": claim.id, "attempt": claim.attempts})
         current = await cur.fetchone() is not None
-        await conn.execute(
-            INSERT_ATTEMPT,
-            {
-                "id": claim.id,
-                "attempt": claim.attempts,
-                "started_at": attempt.started_at,
-                "duration_ms": attempt.duration_ms,
-                "status_code": attempt.status_code,
-                "error": attempt.error,
-                "excerpt": attempt.excerpt,
-            },
-        )
+        await conn.execute(INSERT_ATTEMPT, params)
         if not current:
             # Superseded (the lease ran out and another worker sent it): the
             # attempt happened and is logged, but the newer claim decides.
@@ -234,15 +282,9 @@ async def record_attempt(
             "team_id": claim.team_id,
             "started_at": attempt.started_at,
         }
-        failing_for: float | None = None
-        succeeded = attempt.status_code is not None and 200 <= attempt.status_code < 300
-        if succeeded:
-            await conn.execute(HEALTH_SUCCEEDED, health)
-        else:
-            cur = await conn.execute(HEALTH_FAILED, health)
-            row = await cur.fetchone()
-            failing_for = None if row is None else float(row[0])
-        verdict: Verdict = judge(failing_for)
+        cur = await conn.execute(HEALTH_FAILED, health)
+        row = await cur.fetchone()
+        verdict: Verdict = judge(None if row is None else float(row[0]))
         cur = await conn.execute(
             FINISH,
             {

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Final
 from uuid import UUID
@@ -35,6 +37,10 @@ __all__ = ["DeliveryWorker", "DisableEndpoint"]
 log = structlog.get_logger(__name__)
 
 EXCERPT_CHARS: Final = 1024
+# Sends are spread over several small clients: one httpx pool with many
+# connections spends more time on its own bookkeeping than on the requests
+# (measured: 64 connections in one client sent a quarter of what 8 did).
+LANE_CONNECTIONS: Final = 8
 _DATABASE_ERRORS: Final = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 # Disables an endpoint through its aggregate (so webhook.disabled is recorded).
 DisableEndpoint = Callable[[UUID, UUID, str], Awaitable[None]]
@@ -59,15 +65,21 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        client = open_webhook_client(
-            self._settings.webhook_allowed_networks,
-            timeout=self._settings.webhook_timeout,
-            max_connections=self._settings.webhook_concurrency,
-        )
+        lanes = max(1, math.ceil(self._settings.webhook_concurrency / LANE_CONNECTIONS))
+        clients = [
+            open_webhook_client(
+                self._settings.webhook_allowed_networks,
+                timeout=self._settings.webhook_timeout,
+                max_connections=LANE_CONNECTIONS,
+            )
+            for _ in range(lanes)
+        ]
         listener = asyncio.create_task(self._listen(stopping), name="delivery-listener")
         try:
-            async with client:
-                await self._claim_and_send(client, stopping)
+            async with contextlib.AsyncExitStack() as stack:
+                for client in clients:
+                    await stack.enter_async_context(client)
+                await self._claim_and_send(itertools.cycle(clients), stopping)
                 if self._inflight:  # finish what was started: its claims are ours
                     await asyncio.wait(self._inflight, timeout=self._settings.webhook_timeout + 1)
         finally:
@@ -75,7 +87,9 @@ class DeliveryWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
 
-    async def _claim_and_send(self, client: httpx.AsyncClient, stopping: asyncio.Event) -> None:
+    async def _claim_and_send(
+        self, clients: Iterator[httpx.AsyncClient], stopping: asyncio.Event
+    ) -> None:
         delay = 0.5
         while not stopping.is_set():
             self._wake.clear()
@@ -85,7 +99,7 @@ class DeliveryWorker:
                 if free > 0:
                     claimed, endpoints = await self._claim(free)
                     for claim in claimed:
-                        self._start(client, claim, endpoints.get(claim.endpoint_id))
+                        self._start(next(clients), claim, endpoints.get(claim.endpoint_id))
                 wait = await self._seconds_to_wait(claimed, free)
                 delay = 0.5
             except (OSError, *_DATABASE_ERRORS) as exc:

@@ -28,13 +28,14 @@ from infra.event_store import EventStore
 from infra.messaging import connect_nats
 from infra.relay import Relay
 from infra.settings import Settings
-from infra.webhook_fanout import subscribe_webhook_fanout
+from infra.webhook_fanout import WebhookFanout
 
 __all__ = ["Fanout"]
 
 log = structlog.get_logger(__name__)
 
-POOL_SIZE: Final = 4
+CONSUMER_POOL_SIZE: Final = 2
+DELIVERY_POOL_SIZE: Final = 8
 
 
 class Fanout:
@@ -72,32 +73,39 @@ class Fanout:
         self._loop = asyncio.get_running_loop()
         self._stopping = stopping = asyncio.Event()
         self._started.set()
-        pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
-            self._conninfo,
-            min_size=1,
-            max_size=POOL_SIZE,
-            kwargs={"autocommit": True, "application_name": "chronik-fanout"},
-            open=False,
-        )
-        await pool.open(wait=False)
+        # Two pools: the consumer's commits must not queue behind the
+        # delivery worker's (hundreds of recorded attempts a second).
+        consumer_pool = self._pool("chronik-consumers", CONSUMER_POOL_SIZE)
+        delivery_pool = self._pool("chronik-deliveries", DELIVERY_POOL_SIZE)
         tasks = []
         if self._parts["relay"]:
             tasks.append(Relay(self._settings, self._conninfo).run(stopping))
         if self._parts["consumers"]:
-            tasks.append(self._consume(pool, stopping))
+            await consumer_pool.open(wait=False)
+            webhooks = WebhookFanout(self._settings, consumer_pool)
+            tasks += [webhooks.run(stopping), self._consume(webhooks, stopping)]
         if self._parts["deliveries"]:
-            worker = DeliveryWorker(self._settings, pool, self._conninfo, self._disable)
+            await delivery_pool.open(wait=False)
+            worker = DeliveryWorker(self._settings, delivery_pool, self._conninfo, self._disable)
             tasks.append(worker.run(stopping))
         log.info("fan-out started", parts=[k for k, v in self._parts.items() if v])
         try:
             await asyncio.gather(*tasks)
         finally:
-            await pool.close()
+            await consumer_pool.close()
+            await delivery_pool.close()
             log.info("fan-out stopped")
 
-    async def _consume(
-        self, pool: AsyncConnectionPool[AsyncConnection[Any]], stopping: asyncio.Event
-    ) -> None:
+    def _pool(self, name: str, size: int) -> AsyncConnectionPool[AsyncConnection[Any]]:
+        return AsyncConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=size,
+            kwargs={"autocommit": True, "application_name": name},
+            open=False,
+        )
+
+    async def _consume(self, webhooks: WebhookFanout, stopping: asyncio.Event) -> None:
         """Runs the consumers' broker, started only once NATS answers: a
         broker connecting to a server that is down would retry inside its
         connect for ever and not hear that we are stopping."""
@@ -112,7 +120,7 @@ class Fanout:
                 delay = min(delay * 2, 10.0)
                 continue
             broker = self._broker()
-            subscribe_webhook_fanout(broker, self._settings, pool)
+            webhooks.subscribe(broker)
             try:
                 await broker.start()
                 delay = 0.5

@@ -34,6 +34,7 @@ from projections.status import ProjectionStatus, statuses
 from projections.wakeups import CONTROL_CHANNEL
 
 __all__ = [
+    "WORKER_ROLES",
     "OperationError",
     "rebuild",
     "retry",
@@ -71,23 +72,34 @@ def _notify_runners(conn: psycopg.Connection[Any]) -> None:
     conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(CONTROL_CHANNEL)))
 
 
-def run_worker(settings: Settings, stop: threading.Event | None = None) -> None:
-    """Every projection, until SIGINT/SIGTERM (or ``stop``)."""
+WORKER_ROLES: Final = ("projections", "fanout")
+
+
+def run_worker(
+    settings: Settings,
+    stop: threading.Event | None = None,
+    *,
+    roles: tuple[str, ...] = WORKER_ROLES,
+) -> None:
+    """Until SIGINT/SIGTERM (or ``stop``): every projection with the sync
+    compactor, and the fan-out (relay, webhook consumer, delivery worker).
+    ``roles`` runs only some, so they can have processes (cores) of their own."""
     stop = stop or _stop_on_signals()
     store = open_event_store(_target(settings), pool_size=settings.db_pool_size)
-    worker = open_projection_worker(settings, store, all_projections())
-    worker.start()
-    compactor = SyncCompactor(settings)
-    compactor.start()
-    fanout = Fanout(settings, store)
-    fanout.start()
-    log.info("worker started", projections=[p.name for p in worker.projections])
+    services: list[Any] = []
+    if "projections" in roles:
+        services += [open_projection_worker(settings, store, all_projections())]
+        services += [SyncCompactor(settings)]
+    if "fanout" in roles:
+        services += [Fanout(settings, store)]
+    for service in services:
+        service.start()
+    log.info("worker started", roles=list(roles))
     try:
         stop.wait()
     finally:
-        fanout.stop()
-        compactor.stop()
-        worker.stop()
+        for service in reversed(services):
+            service.stop()
         store.close()
         log.info("worker stopped")
 

@@ -6,10 +6,16 @@ insert is idempotent per (endpoint, event), so a redelivered message records
 nothing twice. Endpoints are matched as the webhooks read model has them; a
 message that arrives before that model has caught up with it waits (nack with
 a delay), so an endpoint registered just before an event never misses it.
+
+faststream hands each pulled message to its own handler, concurrently; the
+handlers queue their events and one recorder writes whatever is queued in a
+single transaction (one commit for a whole pull instead of one per message).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any, Final
 
 import orjson
@@ -23,11 +29,12 @@ from infra import deliveries
 from infra.event_stream import VISIBLE_TO_HEADER, all_events_subject, events_stream
 from infra.settings import Settings
 
-__all__ = ["CONSUMER", "subscribe_webhook_fanout"]
+__all__ = ["CONSUMER", "WebhookFanout"]
 
 log = structlog.get_logger(__name__)
 
 CONSUMER: Final = "webhooks"
+PULL_BATCH: Final = 128
 # How long a message waits for the webhooks read model before it is offered again.
 NOT_READY_DELAY: Final = 0.2
 RETRY_DELAY: Final = 1.0
@@ -36,38 +43,79 @@ RETRY_DELAY: Final = 1.0
 # (its supervisor then logs the error and restarts the pull loop).
 PULL_TIMEOUT: Final = 5.0
 
+Event = tuple[dict[str, Any], str]
+Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
-def subscribe_webhook_fanout(
-    broker: NatsBroker, settings: Settings, pool: AsyncConnectionPool[AsyncConnection[Any]]
-) -> None:
-    first_delay = settings.webhook_retry_schedule[0]
 
-    @broker.subscriber(
-        all_events_subject(settings),
-        stream=events_stream(settings),
-        durable=CONSUMER,
-        pull_sub=PullSub(batch_size=64, timeout=PULL_TIMEOUT),
-        ack_policy=AckPolicy.MANUAL,
-    )
-    async def fan_out(message: NatsMessage) -> None:
-        headers = message.headers
-        if VISIBLE_TO_HEADER in headers:
-            # A private entry is its author's alone: never sent to a team's endpoints.
-            await message.ack()
-            return
-        body = message.body
-        doc = orjson.loads(body)
+class WebhookFanout:
+    def __init__(self, settings: Settings, pool: Pool) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._queued: list[tuple[Event, asyncio.Future[bool]]] = []
+        self._wake = asyncio.Event()
+
+    def subscribe(self, broker: NatsBroker) -> None:
+        @broker.subscriber(
+            all_events_subject(self._settings),
+            stream=events_stream(self._settings),
+            durable=CONSUMER,
+            pull_sub=PullSub(batch_size=PULL_BATCH, timeout=PULL_TIMEOUT),
+            ack_policy=AckPolicy.MANUAL,
+        )
+        async def fan_out(message: NatsMessage) -> None:
+            if VISIBLE_TO_HEADER in message.headers:
+                # A private entry is its author's alone: never sent to a team's endpoints.
+                await message.ack()
+                return
+            body = message.body
+            recorded = asyncio.get_running_loop().create_future()
+            self._queued.append(((orjson.loads(body), body.decode()), recorded))
+            self._wake.set()
+            try:
+                ready = await recorded
+            except Exception as exc:  # noqa: BLE001 - the database is down: offer it again later
+                log.warning("webhook fan-out failed; will retry", error=str(exc))
+                await message.nack(delay=RETRY_DELAY)
+                return
+            if ready:
+                await message.ack()
+            else:
+                await message.nack(delay=NOT_READY_DELAY)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Records what the handlers queued, a batch per transaction, until stopped."""
+        while not stopping.is_set():
+            waiter = asyncio.ensure_future(self._wake.wait())
+            stop = asyncio.ensure_future(stopping.wait())
+            try:
+                await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                stop.cancel()
+            self._wake.clear()
+            while self._queued:
+                batch, self._queued = self._queued, []
+                await self._record(batch)
+        for _, recorded in self._queued:  # stopping: the messages will be redelivered
+            recorded.cancel()
+
+    async def _record(self, batch: list[tuple[Event, asyncio.Future[bool]]]) -> None:
         try:
-            async with pool.connection() as conn:
-                ready = await deliveries.webhooks_position(conn)
-                if ready is None or ready < doc["position"]:
-                    await message.nack(delay=NOT_READY_DELAY)
-                    return
-                await deliveries.record_deliveries(
-                    conn, doc, body.decode(), first_delay=first_delay
-                )
-        except Exception as exc:  # noqa: BLE001 - the database is down: offer it again later
-            log.warning("webhook fan-out failed; will retry", event=doc["id"], error=str(exc))
-            await message.nack(delay=RETRY_DELAY)
+            async with self._pool.connection() as conn:
+                newest = max(event[0]["position"] for event, _ in batch)
+                upto = await deliveries.matched_up_to(conn, newest)
+                ready = [b for b in batch if upto is not None and b[0][0]["position"] <= upto]
+                if ready:
+                    await deliveries.record_deliveries(
+                        conn,
+                        [event for event, _ in ready],
+                        first_delay=self._settings.webhook_retry_schedule[0],
+                    )
+        except Exception as exc:  # noqa: BLE001 - every handler of the batch hears it
+            for _, recorded in batch:
+                with contextlib.suppress(asyncio.InvalidStateError):
+                    recorded.set_exception(exc)
             return
-        await message.ack()
+        for (doc, _), recorded in batch:
+            with contextlib.suppress(asyncio.InvalidStateError):
+                recorded.set_result(upto is not None and doc["position"] <= upto)

@@ -48,6 +48,7 @@ from tests.projection_support import (
     TeamFixture,
     connect,
     create_team,
+    head,
     running_worker,
     seed_entries,
     wait_caught_up,
@@ -129,9 +130,8 @@ def enqueue(settings: Settings, upto: int) -> int:
 
     async def record() -> int:
         async with await AsyncConnection.connect(conninfo(url), autocommit=True) as conn:
-            return await deliveries.record_deliveries(
-                conn, orjson.loads(message.body), message.body.decode(), first_delay=0.0
-            )
+            event = (orjson.loads(message.body), message.body.decode())
+            return await deliveries.record_deliveries(conn, [event], first_delay=0.0)
 
     return asyncio.run(record())
 
@@ -356,3 +356,29 @@ def test_the_guard_refuses_loopback_at_delivery_time(
         assert attempt["response_excerpt"] is None
         # A refusal is a failed attempt: retried on the schedule, not sent elsewhere.
         assert (delivery["status"], delivery["last_error"]) == ("pending", attempt["error"])
+
+
+def test_events_are_matched_without_waiting_while_no_endpoint_changed(
+    hook_settings: Settings, store: EventStore
+) -> None:
+    """The consumer waits for the webhooks read model only across a change to
+    an endpoint; other events it matches at once, however far behind the
+    read model is."""
+    url = hook_settings.database_url_value()
+    team = create_team(store)
+    register(store, team, "http://127.0.0.1:9/a", [])
+    with projected(url, store):
+        wait_caught_up(url, "webhooks")
+    model_at = head(url)
+    entries_at = [write_entry(store, team.owner, f"e{n}") for n in range(3)]
+    register(store, team, "http://127.0.0.1:9/b", [])
+    changed_at = head(url)
+    later = write_entry(store, team.owner, "after the change")
+
+    async def matched(upto: int) -> int | None:
+        async with await AsyncConnection.connect(conninfo(url), autocommit=True) as conn:
+            return await deliveries.matched_up_to(conn, upto)
+
+    assert asyncio.run(matched(model_at)) == model_at
+    assert asyncio.run(matched(entries_at[-1])) == entries_at[-1]
+    assert asyncio.run(matched(later)) == changed_at - 1  # waits for the read model there
