@@ -573,12 +573,17 @@ async def _round_trips(settings: Settings, rate: float, count: int) -> list[floa
 # --- the run --------------------------------------------------------------------
 
 
+LIGHT_RATE: Final = 50.0
+
+
 def scenarios(settings: Settings, quick: bool) -> list[Result]:
     events, rate, seconds = (1_000, 200.0, 5.0) if quick else (10_000, 500.0, 20.0)
     with running_receiver() as receiver:
         one, posts = throughput(settings, receiver, events, 1)
         five, _ = throughput(settings, receiver, events, 5)
         results = [one, five, http_floors(receiver, posts)]
+        # Light load first: the pipeline's own latency, before any queueing.
+        results.append(latency(settings, receiver, LIGHT_RATE, seconds))
         results.append(latency(settings, receiver, rate, seconds))
     return results
 
