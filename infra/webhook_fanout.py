@@ -38,6 +38,7 @@ PULL_BATCH: Final = 128
 # How long a message waits for the webhooks read model before it is offered again.
 NOT_READY_DELAY: Final = 0.2
 RETRY_DELAY: Final = 1.0
+REQUIRED: Final = frozenset({"id", "type", "position", "team_id"})
 # A pull returns as soon as messages arrive; this only bounds an idle wait.
 # Short waits trip a timeout nats-py raises that faststream does not expect
 # (its supervisor then logs the error and restarts the pull loop).
@@ -68,8 +69,20 @@ class WebhookFanout:
                 await message.ack()
                 return
             body = message.body
+            try:
+                doc = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                doc = None
+            if not isinstance(doc, dict) or not doc.keys() >= REQUIRED:
+                # Not one of the relay's documents: offering it again cannot help.
+                log.error(
+                    "webhook fan-out rejected a malformed message",
+                    subject=message.raw_message.subject,
+                )
+                await message.reject()
+                return
             recorded = asyncio.get_running_loop().create_future()
-            self._queued.append(((orjson.loads(body), body.decode()), recorded))
+            self._queued.append(((doc, body.decode()), recorded))
             self._wake.set()
             try:
                 ready = await recorded

@@ -19,7 +19,9 @@ from commands.models import CreateEntry, CreateTeam
 from infra.db import PostgresTarget
 from infra.devstack.processes import wait_until
 from infra.event_store import EventStore, head_position
+from infra.fanout import Fanout
 from infra.projection_wiring import StoredEventSource, connector
+from infra.settings import Settings
 from projections import registry
 from projections.base import Projection
 from projections.runner import RunnerConfig
@@ -139,3 +141,15 @@ def seed_entries(store: EventStore, actor: Actor, count: int, *, per_save: int =
             for n in range(start, min(start + per_save, count))
         ]
         store.save(batch, metadata=metadata)
+
+
+@contextmanager
+def running_fanout(settings: Settings, store: EventStore, **parts: bool) -> Iterator[Fanout]:
+    """The relay, the webhook consumer and the delivery worker (or the ``parts``
+    set), as `chronik worker` runs them."""
+    service = Fanout(settings, store, **parts)
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()

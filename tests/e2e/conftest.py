@@ -18,10 +18,10 @@ from api.app import create_app
 from infra.db import PostgresTarget
 from infra.devstack.processes import free_port
 from infra.event_store import open_event_store
-from infra.fanout import Fanout
 from infra.projection_wiring import open_projection_worker
 from infra.settings import Settings
 from projections.catalog import all_projections
+from tests.projection_support import running_fanout
 
 OPERATOR_TOKEN = "operator-token-for-tests"
 
@@ -109,8 +109,6 @@ def fanout(api_settings: Settings, worker: None) -> Iterator[None]:
     store = open_event_store(
         PostgresTarget.from_url(api_settings.database_url_value()), pool_size=2
     )
-    service = Fanout(api_settings, store)
-    service.start()
-    yield
-    service.stop()
+    with running_fanout(api_settings, store):
+        yield
     store.close()

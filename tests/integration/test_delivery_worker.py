@@ -37,10 +37,13 @@ from infra.delivery_policy import Verdict
 from infra.delivery_worker import EXCERPT_CHARS
 from infra.devstack.processes import wait_until
 from infra.event_store import EventStore
+from infra.event_stream import event_subject
 from infra.fanout import Fanout
+from infra.messaging import connect_nats, stream_name
 from infra.outbound import check_webhook_target
 from infra.relay import messages_of
 from infra.settings import Settings
+from infra.webhook_fanout import CONSUMER
 from projections.event_feed import EventFeedProjection
 from projections.runner import RunnerConfig
 from projections.webhooks import WebhooksProjection
@@ -49,6 +52,7 @@ from tests.projection_support import (
     connect,
     create_team,
     head,
+    running_fanout,
     running_worker,
     seed_entries,
     wait_caught_up,
@@ -75,16 +79,6 @@ def hook_settings(settings: Settings) -> Settings:
             "projection_poll_interval": 0.2,
         }
     )
-
-
-@contextmanager
-def running_fanout(settings: Settings, store: EventStore, **parts: bool) -> Iterator[Fanout]:
-    service = Fanout(settings, store, **parts)
-    service.start()
-    try:
-        yield service
-    finally:
-        service.stop()
 
 
 @contextmanager
@@ -382,3 +376,43 @@ def test_events_are_matched_without_waiting_while_no_endpoint_changed(
     assert asyncio.run(matched(model_at)) == model_at
     assert asyncio.run(matched(entries_at[-1])) == entries_at[-1]
     assert asyncio.run(matched(later)) == changed_at - 1  # waits for the read model there
+
+
+def test_a_malformed_message_is_rejected_and_the_next_delivered(
+    hook_settings: Settings, store: EventStore
+) -> None:
+    """Something that is not one of the relay's documents is terminated at once
+    (redelivering it cannot help), and does not hold up the events after it."""
+    settings, url = hook_settings, hook_settings.database_url_value()
+    team = create_team(store)
+
+    async def publish_garbage() -> None:
+        client = await connect_nats(settings, name="test-garbage")
+        try:
+            js = client.jetstream()
+            await js.publish(event_subject(settings, team.team_id, "entry.created"), b"{not json")
+        finally:
+            await client.close()
+
+    async def consumer_state() -> tuple[int, int]:
+        client = await connect_nats(settings, name="test-consumer-info")
+        try:
+            info = await client.jetstream().consumer_info(stream_name(settings, "events"), CONSUMER)
+            return info.num_ack_pending or 0, info.num_redelivered or 0
+        finally:
+            await client.close()
+
+    with receiver() as hook:
+        register(store, team, hook.url, ["entry.created"])
+        with projected(url, store), running_fanout(settings, store):
+            write_entry(store, team.owner, "before")
+            wait_until(lambda: len(hook.ids()) == 1, timeout=30, what="the first delivery")
+            asyncio.run(publish_garbage())
+            write_entry(store, team.owner, "after")
+            wait_until(lambda: len(hook.ids()) == 2, timeout=30, what="the delivery after it")
+            wait_until(
+                lambda: asyncio.run(consumer_state()) == (0, 0),
+                timeout=30,
+                what="nothing pending or redelivered",
+            )
+    assert [r.doc["type"] for r in hook.received()] == ["entry.created", "entry.created"]

@@ -38,6 +38,7 @@ from tests.projection_support import (
     create_team,
     head,
     live_generation,
+    running_fanout,
     running_worker,
     wait_caught_up,
     write_entry,
@@ -97,16 +98,6 @@ def stream(settings: Settings) -> tuple[StreamInfo, list[Message]]:
 
 def messages(settings: Settings) -> list[Message]:
     return stream(settings)[1]
-
-
-@contextmanager
-def running_fanout(settings: Settings, store: EventStore, **parts: bool) -> Iterator[Fanout]:
-    service = Fanout(settings, store, **parts)
-    service.start()
-    try:
-        yield service
-    finally:
-        service.stop()
 
 
 @contextmanager
