@@ -140,6 +140,7 @@ def _stream_commands(store: EventStore, team: TeamFixture, count: int, seconds: 
             time.sleep(ahead)  # pacing the load, not synchronising
 
 
+@pytest.mark.timeout(900)  # 30 s down inside 50 s of paced commands, then catching up
 @pytest.mark.usefixtures("fanout")
 def test_nats_down_for_30_s_during_5000_commands_loses_nothing(
     api_settings: Settings, store: EventStore, own_nats: EmbeddedNats
@@ -171,8 +172,8 @@ def test_nats_down_for_30_s_during_5000_commands_loses_nothing(
         # Pacing the outage itself: NATS stays down for the whole 30 s.
         time.sleep(max(0.0, OUTAGE - (time.monotonic() - stopped_at)))
         own_nats.start()
-        writer.join(timeout=120)
-        assert not writer.is_alive()
+        # Paced for 50 s; a machine busy with other tests may take longer.
+        wait_until(lambda: not writer.is_alive(), timeout=400, what="the 5,000 commands")
         assert not failures, failures  # commands never failed while NATS was down
 
         want_all = _expected(api_settings, team, all_id, None)
