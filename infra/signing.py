@@ -13,31 +13,12 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Sequence
-from typing import Any, Final
-from uuid import UUID
+from typing import Final
 
-import psycopg
-from psycopg.rows import tuple_row
-
-__all__ = [
-    "SELECT_SIGNING_SECRETS",
-    "USER_AGENT",
-    "sign",
-    "signing_secrets",
-    "signing_secrets_async",
-    "webhook_headers",
-]
+__all__ = ["USER_AGENT", "sign", "webhook_headers"]
 
 SECRET_PREFIX: Final = "whsec_"  # noqa: S105 (a prefix, not a secret)
 USER_AGENT: Final = "Chronik-Webhooks/1"
-
-# The secrets that sign now, newest first: the current one (valid_until NULL)
-# and any rotated-out one whose overlap has not ended.
-SELECT_SIGNING_SECRETS: Final = """
-SELECT secret FROM webhook_secrets
-WHERE endpoint_id = %s AND (valid_until IS NULL OR valid_until > now())
-ORDER BY created_at DESC, secret_id
-"""
 
 
 def _key(secret: str) -> bytes:
@@ -55,7 +36,7 @@ def webhook_headers(
     secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes
 ) -> dict[str, str]:
     """The headers of one delivery attempt; one signature per secret, in the
-    order given (newest first, as :func:`signing_secrets` returns them)."""
+    order given (newest first, as ``infra.deliveries.endpoints_of`` gives them)."""
     if not secrets:
         raise ValueError("a webhook needs at least one signing secret")
     return {
@@ -65,18 +46,3 @@ def webhook_headers(
         "content-type": "application/json",
         "user-agent": USER_AGENT,
     }
-
-
-def signing_secrets(conn: psycopg.Connection[Any], endpoint_id: UUID) -> list[str]:
-    """The endpoint's secrets that sign now, newest first."""
-    with conn.cursor(row_factory=tuple_row) as cur:
-        rows = cur.execute(SELECT_SIGNING_SECRETS, (endpoint_id,)).fetchall()
-    return [str(row[0]) for row in rows]
-
-
-async def signing_secrets_async(conn: psycopg.AsyncConnection[Any], endpoint_id: UUID) -> list[str]:
-    """:func:`signing_secrets` on an async connection."""
-    async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(SELECT_SIGNING_SECRETS, (endpoint_id,))
-        rows = await cur.fetchall()
-    return [str(row[0]) for row in rows]

@@ -1,8 +1,11 @@
-"""Which secrets sign an endpoint's deliveries, before, during and after a rotation."""
+"""Which secrets sign an endpoint's deliveries, before, during and after a
+rotation, as the delivery worker looks them up (``deliveries.endpoints_of``)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -16,10 +19,13 @@ from commands import webhooks
 from commands.context import CommandContext
 from commands.models import RegisterWebhook, RotateWebhookSecret
 from commands.url_policy import check_webhook_url
+from infra import deliveries
 from infra.event_store import EventStore
-from infra.signing import signing_secrets, signing_secrets_async, webhook_headers
-from tests.projection_support import connect, create_team
+from infra.signing import webhook_headers
+from projections.webhooks import WebhooksProjection
+from tests.projection_support import connect, create_team, running_worker, wait_caught_up
 
+Lookup = Callable[[UUID], list[str]]
 BODY = b'{"type":"entry.created"}'
 
 
@@ -35,6 +41,27 @@ def _rotate(store: EventStore, ctx: CommandContext, endpoint_id: UUID, overlap: 
     return secret
 
 
+@pytest.fixture
+def signing_secrets(database_url: str, store: EventStore) -> Iterator[Lookup]:
+    """The secrets that sign an endpoint's deliveries now, newest first, read
+    as the delivery worker reads them (beside the webhooks read model)."""
+    with running_worker(database_url, store, [WebhooksProjection()]):
+
+        def lookup(endpoint_id: UUID) -> list[str]:
+            wait_caught_up(database_url, "webhooks")
+
+            async def read() -> list[str]:
+                async with await psycopg.AsyncConnection.connect(
+                    database_url, autocommit=True
+                ) as conn:
+                    found = await deliveries.endpoints_of(conn, [endpoint_id])
+                return found[endpoint_id].secrets
+
+            return asyncio.run(read())
+
+        yield lookup
+
+
 def _rows(database_url: str, endpoint_id: UUID) -> list[dict[str, Any]]:
     with connect(database_url) as conn:
         cur = conn.execute(
@@ -46,17 +73,15 @@ def _rows(database_url: str, endpoint_id: UUID) -> list[dict[str, Any]]:
 
 
 def test_during_the_overlap_both_secrets_sign_newest_first(
-    database_url: str, store: EventStore
+    database_url: str, store: EventStore, signing_secrets: Lookup
 ) -> None:
     ctx = CommandContext(actor=create_team(store).owner)
     endpoint_id, first = _register(store, ctx)
-    with connect(database_url) as conn:
-        assert signing_secrets(conn, endpoint_id) == [first]
+    assert signing_secrets(endpoint_id) == [first]
 
     before = datetime.now(UTC)
     second = _rotate(store, ctx, endpoint_id, overlap=3600)
-    with connect(database_url) as conn:
-        signers = signing_secrets(conn, endpoint_id)
+    signers = signing_secrets(endpoint_id)
     assert signers == [second, first]
 
     # The table and the aggregate agree on when the old secret stops signing.
@@ -73,12 +98,13 @@ def test_during_the_overlap_both_secrets_sign_newest_first(
         Webhook(secret).verify(BODY, headers)
 
 
-def test_after_the_overlap_only_the_new_secret_signs(database_url: str, store: EventStore) -> None:
+def test_after_the_overlap_only_the_new_secret_signs(
+    store: EventStore, signing_secrets: Lookup
+) -> None:
     ctx = CommandContext(actor=create_team(store).owner)
     endpoint_id, first = _register(store, ctx)
     second = _rotate(store, ctx, endpoint_id, overlap=0)
-    with connect(database_url) as conn:
-        signers = signing_secrets(conn, endpoint_id)
+    signers = signing_secrets(endpoint_id)
     assert signers == [second]
     headers = webhook_headers(signers, "evt_2", int(time.time()), BODY)
     Webhook(second).verify(BODY, headers)
@@ -87,14 +113,4 @@ def test_after_the_overlap_only_the_new_secret_signs(database_url: str, store: E
 
     # A second rotation ends the second secret too; the first stays ended.
     third = _rotate(store, ctx, endpoint_id, overlap=600)
-    with connect(database_url) as conn:
-        assert signing_secrets(conn, endpoint_id) == [third, second]
-
-
-@pytest.mark.anyio
-async def test_the_async_lookup_agrees(database_url: str, store: EventStore) -> None:
-    ctx = CommandContext(actor=create_team(store).owner)
-    endpoint_id, first = _register(store, ctx)
-    second = _rotate(store, ctx, endpoint_id, overlap=60)
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        assert await signing_secrets_async(conn, endpoint_id) == [second, first]
+    assert signing_secrets(endpoint_id) == [third, second]
