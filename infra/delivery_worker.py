@@ -31,6 +31,7 @@ from infra.delivery_policy import Outcome, Verdict, judge, parse_retry_after
 from infra.outbound import RefusedAddress, open_webhook_client
 from infra.settings import Settings
 from infra.signing import webhook_headers
+from infra.waiting import first_of
 
 __all__ = ["DeliveryWorker", "DisableEndpoint"]
 
@@ -106,7 +107,7 @@ class DeliveryWorker:
                 log.warning("delivery worker lost the database", error=str(exc))
                 wait, delay = delay, min(delay * 2, 5.0)
             if wait > 0:
-                await _first_of(stopping, self._wake, wait)
+                await first_of(stopping, self._wake, within=wait)
 
     async def _claim(self, limit: int) -> tuple[list[Claim], dict[UUID, Endpoint]]:
         async with self._pool.connection() as conn:
@@ -215,7 +216,7 @@ class DeliveryWorker:
                     async for _ in conn.notifies():
                         self._wake.set()
             except (OSError, *_DATABASE_ERRORS):
-                await _first_of(stopping, asyncio.Event(), 1.0)
+                await first_of(stopping, within=1.0)
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:
@@ -227,12 +228,3 @@ async def _read_capped(response: httpx.Response, cap: int) -> bytes:
         if len(taken) >= cap:
             break
     return bytes(taken)
-
-
-async def _first_of(stopping: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
-    waiters = {asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(wake.wait())}
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

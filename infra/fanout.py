@@ -28,6 +28,7 @@ from infra.event_store import EventStore
 from infra.messaging import connect_nats
 from infra.relay import Relay
 from infra.settings import Settings
+from infra.waiting import first_of
 from infra.webhook_fanout import WebhookFanout
 
 __all__ = ["Fanout"]
@@ -116,7 +117,7 @@ class Fanout:
                 await probe.close()
             except Exception as exc:  # noqa: BLE001 - NATS down: try again
                 log.warning("consumers wait for NATS", error=str(exc), retry_in=delay)
-                await _wait(stopping, delay)
+                await first_of(stopping, within=delay)
                 delay = min(delay * 2, 10.0)
                 continue
             broker = self._broker()
@@ -127,7 +128,7 @@ class Fanout:
                 await stopping.wait()
             except Exception as exc:  # noqa: BLE001 - e.g. NATS went away while starting
                 log.warning("consumers stopped; restarting", error=str(exc))
-                await _wait(stopping, delay)
+                await first_of(stopping, within=delay)
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(broker.stop(), 10)
@@ -152,8 +153,3 @@ class Fanout:
             )
         except DomainError as exc:  # e.g. deleted meanwhile: nothing left to disable
             log.info("endpoint not disabled", endpoint=str(endpoint_id), error=str(exc))
-
-
-async def _wait(stopping: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), seconds)

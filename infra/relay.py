@@ -38,6 +38,7 @@ from infra.event_stream import (
 )
 from infra.messaging import connect_nats, stream_name
 from infra.settings import Settings
+from infra.waiting import first_of
 from projections.registry import PROGRESS_CHANNEL
 
 __all__ = ["RELAY_NAME", "OutMessage", "Relay", "relay_status"]
@@ -185,7 +186,7 @@ class Relay:
                     delay = 0.5
                 except (psycopg.OperationalError, psycopg.InterfaceError, LostPosition) as exc:
                     log.warning("relay lost the database", error=str(exc))
-                    await _wait(stopping, delay)
+                    await first_of(stopping, within=delay)
                     delay = min(delay * 2, 5.0)
                 finally:
                     self.active.clear()
@@ -202,7 +203,7 @@ class Relay:
                 self.active.set()
                 log.info("relay is active")
                 return True
-            await _wait(stopping, self._standby_interval)
+            await first_of(stopping, within=self._standby_interval)
         return False
 
     async def _relay(self, conn: AsyncConnection[Any], stopping: asyncio.Event) -> None:
@@ -223,7 +224,7 @@ class Relay:
                 except Exception as exc:  # noqa: BLE001 - NATS down or slow: retry the batch
                     failures += 1
                     await self._record_error(conn, exc, failures)
-                    await _wait(stopping, min(0.5 * 2 ** min(failures, 4), 5.0))
+                    await first_of(stopping, within=min(0.5 * 2 ** min(failures, 4), 5.0))
                     continue
                 failures = 0
             upto = rows[-1]["position"] if rows else position
@@ -273,11 +274,6 @@ class Relay:
 async def _next_notify(conn: AsyncConnection[Any], seconds: float) -> None:
     async for _ in conn.notifies(timeout=seconds, stop_after=1):
         return
-
-
-async def _wait(stopping: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), seconds)
 
 
 async def _scalar(conn: AsyncConnection[Any], query: str, params: dict[str, Any]) -> Any:

@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 from infra import deliveries
 from infra.event_stream import VISIBLE_TO_HEADER, all_events_subject, events_stream
 from infra.settings import Settings
+from infra.waiting import first_of
 
 __all__ = ["CONSUMER", "WebhookFanout"]
 
@@ -104,13 +105,7 @@ class WebhookFanout:
     async def run(self, stopping: asyncio.Event) -> None:
         """Records what the handlers queued, a batch per transaction, until stopped."""
         while not stopping.is_set():
-            waiter = asyncio.ensure_future(self._wake.wait())
-            stop = asyncio.ensure_future(stopping.wait())
-            try:
-                await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                stop.cancel()
+            await first_of(self._wake, stopping)
             self._wake.clear()
             while self._queued:
                 batch, self._queued = self._queued, []
