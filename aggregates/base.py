@@ -7,6 +7,7 @@ they went in, with no type tags in the stored bytes.
 
 from __future__ import annotations
 
+from copy import deepcopy
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -16,18 +17,25 @@ from uuid import UUID
 from eventsourcing.domain import (
     Aggregate as LibraryAggregate,
 )
-from eventsourcing.domain import CanInitAggregate, CanMutateAggregate
-from pydantic import BaseModel, ConfigDict, field_validator
+from eventsourcing.domain import (
+    BaseAggregate,
+    CanInitAggregate,
+    CanMutateAggregate,
+    CanSnapshotAggregate,
+)
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "Actor",
     "Aggregate",
+    "AggregateSnapshot",
     "DomainError",
     "DomainEvent",
     "EventMetadata",
     "Forbidden",
     "NotFound",
     "Role",
+    "SnapshotState",
 ]
 
 
@@ -70,6 +78,11 @@ class Actor:
     def is_manager(self) -> bool:
         return self.role in (Role.OWNER, Role.ADMIN)
 
+    @property
+    def may_audit(self) -> bool:
+        """Whether this member may read the audit trail."""
+        return self.role in (Role.OWNER, Role.ADMIN, Role.AUDITOR)
+
 
 class EventMetadata(BaseModel):
     """Who caused an event, through which command, in which request."""
@@ -110,3 +123,41 @@ class Aggregate(LibraryAggregate):
 
     class Created(Event, CanInitAggregate[UUID]):
         originator_topic: str
+
+
+class SnapshotState(BaseModel):
+    """An aggregate's whole state, typed, for a snapshot. Each subclass declares
+    every attribute of its aggregate; private ones by alias, since a pydantic
+    field cannot start with "_". ``extra="forbid"``: an attribute added to the
+    aggregate but not here makes taking a snapshot fail instead of writing one
+    that silently forgets it."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True
+    )
+
+    created_on: datetime = Field(alias="_created_on")
+    modified_on: datetime = Field(alias="_modified_on")
+
+
+class AggregateSnapshot(DomainEvent, CanSnapshotAggregate[UUID]):
+    """A pydantic snapshot (the library's ``Snapshot`` is a dataclass our mapper
+    cannot store). Subclasses narrow ``state`` to their aggregate's SnapshotState.
+    The library's ``take`` fills it from the aggregate's attributes (validated by
+    alias). Reshaping a state later means ``class_version`` and ``upcast_vX_vY`` on
+    the snapshot class, applied by the mapper as for events; never on the
+    aggregate class, whose version ``take`` would put into the state."""
+
+    topic: str
+    state: SnapshotState
+
+    def mutate(self, _: None) -> BaseAggregate[UUID]:
+        # The library rebuilds the aggregate from a dict of attribute names; ours
+        # names private attributes by alias. Deep copies: the aggregate changes
+        # its dicts in place, and the snapshot must not change with it.
+        attributes = {
+            field.alias or name: deepcopy(getattr(self.state, name))
+            for name, field in type(self.state).model_fields.items()
+        }
+        by_attribute = self.model_copy(update={"state": attributes})
+        return CanSnapshotAggregate.mutate(by_attribute, None)

@@ -12,8 +12,9 @@ from dataclasses import dataclass, replace
 from uuid import UUID
 
 from eventsourcing.domain import event
+from pydantic import Field
 
-from aggregates.base import Actor, Aggregate, Role
+from aggregates.base import Actor, Aggregate, AggregateSnapshot, Role, SnapshotState
 from aggregates.errors import (
     Forbidden,
     InvalidValue,
@@ -28,7 +29,14 @@ from aggregates.errors import (
 )
 from aggregates.plans import quota_for
 
-__all__ = ["REVOKED_BY_REQUEST", "REVOKED_WITH_MEMBER", "ApiKey", "Member", "Team"]
+__all__ = [
+    "REVOKED_BY_REQUEST",
+    "REVOKED_WITH_MEMBER",
+    "ApiKey",
+    "Member",
+    "Team",
+    "TeamState",
+]
 
 REVOKED_BY_REQUEST = "revoked"
 REVOKED_WITH_MEMBER = "member_removed"
@@ -67,7 +75,23 @@ def _check_email(email: str) -> str:
     return email
 
 
+class TeamState(SnapshotState):
+    """Everything a Team holds. A new attribute on Team must be declared here too,
+    or taking a snapshot fails (and is only logged: commands go on without one)."""
+
+    name: str
+    plan: str
+    members: dict[UUID, Member] = Field(alias="_members")
+    keys: dict[str, ApiKey] = Field(alias="_keys")
+
+
 class Team(Aggregate):
+    """Long-lived, and loaded by every authenticated request: the event store
+    snapshots it every TEAM_SNAPSHOT_INTERVAL events (infra/event_store.py)."""
+
+    class Snapshot(AggregateSnapshot):
+        state: TeamState
+
     @classmethod
     def create(
         cls,

@@ -6,11 +6,13 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 import psycopg
-from eventsourcing.application import AggregateNotFoundError, Application
+import structlog
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import MutableOrImmutableAggregate
 from eventsourcing.persistence import (
     IntegrityError,
     Mapper,
@@ -26,19 +28,34 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 
 from aggregates.base import Aggregate, EventMetadata
+from aggregates.team import Team
 from commands.ports import Conflict, StoredResponse, Unavailable
 from commands.records import CommandRecord
 from infra.command_records import write_records
 from infra.db import PostgresTarget
 from infra.serialization import OrjsonTranscoder, PydanticMapper
 
-__all__ = ["EVENTS_TABLE", "EventStore", "head_position", "open_event_store"]
+__all__ = [
+    "EVENTS_TABLE",
+    "SNAPSHOTS_TABLE",
+    "TEAM_SNAPSHOT_INTERVAL",
+    "EventStore",
+    "head_position",
+    "open_event_store",
+]
 
 APPLICATION_NAME = "Chronik"
+# Every request loads its team (keys, roles), and a cache miss replays it from
+# the newest snapshot: at most this many events. Teams only: other aggregates
+# stay short, and a quota's month ends.
+TEAM_SNAPSHOT_INTERVAL = 100
+_log = structlog.get_logger(__name__)
 # Locks live while some thread holds them, then vanish with their last user.
 _LOAD_LOCKS: weakref.WeakValueDictionary[UUID, threading.Lock] = weakref.WeakValueDictionary()
 _LOAD_LOCKS_GUARD = threading.Lock()
 EVENTS_TABLE = "chronik_events"
+# The library names it "<application name>_snapshots"; migration 0005 makes it.
+SNAPSHOTS_TABLE = "chronik_snapshots"
 A = TypeVar("A", bound=Aggregate)
 
 SELECT_IDEMPOTENT_RESPONSE = """
@@ -68,6 +85,10 @@ class EventStore(Application[UUID]):
     """Loads aggregates and saves their pending events, stamped with who caused them."""
 
     name = APPLICATION_NAME
+    # Read by save() below, not by the library's own hook (see _take_snapshots).
+    snapshotting_intervals: ClassVar[dict[type[MutableOrImmutableAggregate[Any]], int]] = {
+        Team: TEAM_SNAPSHOT_INTERVAL
+    }
 
     def construct_transcoder(self) -> Transcoder:
         return OrjsonTranscoder()
@@ -125,7 +146,33 @@ class EventStore(Application[UUID]):
             raise Conflict(str(exc)) from exc
         except (OperationalError, PoolTimeout) as exc:
             raise Unavailable(str(exc)) from exc
+        self._snapshot_due(aggregates, events)
         return [r.notification.id for r in recordings]
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """The library's hook, called inside ``super().save``: it finds no
+        aggregates there (we save stamped event copies), and it would let a failed
+        snapshot fail the command. ``_snapshot_due`` does the work instead."""
+
+    def _snapshot_due(self, aggregates: Sequence[Aggregate], events: Sequence[BaseModel]) -> None:
+        """Snapshots each aggregate at every multiple of its interval that this
+        save reached, after the commit. A snapshot only saves replay time, so a
+        failure is logged and the command that was just committed still succeeds."""
+        intervals = {a.id: self.snapshotting_intervals.get(type(a)) for a in aggregates}
+        for pending in events:
+            assert isinstance(pending, Aggregate.Event)
+            interval = intervals.get(pending.originator_id)
+            if interval is None or pending.originator_version % interval:
+                continue
+            try:
+                self.take_snapshot(pending.originator_id, version=pending.originator_version)
+            except Exception:  # noqa: BLE001 - whatever failed, the events are committed
+                _log.warning(
+                    "snapshot failed; loads replay more events until the next one",
+                    aggregate_id=str(pending.originator_id),
+                    version=pending.originator_version,
+                    exc_info=True,
+                )
 
     def head_position(self) -> int:
         return int(self._query_one(SELECT_HEAD_POSITION, ()))
@@ -183,7 +230,9 @@ def library_env(target: PostgresTarget, *, pool_size: int) -> dict[str, str]:
         # query for newer events; callers get deep copies.
         "AGGREGATE_CACHE_MAXSIZE": "2000",
         "AGGREGATE_CACHE_FASTFORWARD": "y",
-        "IS_SNAPSHOTTING_ENABLED": "n",
+        # Snapshots of the aggregates in EventStore.snapshotting_intervals, kept in
+        # chronik_snapshots; loads start from the newest one at or before the version.
+        "IS_SNAPSHOTTING_ENABLED": "y",
     }
 
 

@@ -63,6 +63,8 @@ class PublicType:
     fields: tuple[str, ...]
     # Fields deliberately left out (secrets, secret ids, what the envelope has).
     withheld: frozenset[str] = frozenset()
+    # Whose command caused it is not told (``actor`` is null): see the catalog.
+    anonymous: bool = False
 
 
 # Created events carry team_id; the envelope has it, so data does not repeat it.
@@ -75,8 +77,9 @@ def _of(
     name: str,
     *fields: str,
     withheld: frozenset[str] = frozenset(),
+    anonymous: bool = False,
 ) -> tuple[str, PublicType]:
-    return topic_of(aggregate, event), PublicType(name, fields, withheld)
+    return topic_of(aggregate, event), PublicType(name, fields, withheld, anonymous)
 
 
 _CATALOG: Final[Mapping[str, PublicType]] = dict(
@@ -114,8 +117,11 @@ _CATALOG: Final[Mapping[str, PublicType]] = dict(
         _of(WebhookEndpoint, "Enabled", "webhook.enabled"),
         _of(WebhookEndpoint, "Deleted", "webhook.deleted"),
         # MonthlyQuota.Started and .EntryCounted are bookkeeping: not public.
+        # month: added (additively) with ThresholdReached v2; v1 events are upcast.
+        # The team's usage crosses the threshold, not a member: naming whose entry
+        # did could tell the team about an entry that is its author's alone.
         _of(MonthlyQuota, "ThresholdReached", "team.quota_threshold_reached",
-            "threshold_percent", "used", "limit"),
+            "threshold_percent", "used", "limit", "month", anonymous=True),
     ]
 )  # fmt: skip
 
@@ -160,7 +166,7 @@ def public_event(fact: Fact) -> dict[str, Any] | None:
         "aggregate_id": str(fact.aggregate_id),
         "aggregate_version": fact.version,
         "occurred_at": _iso(fact.event.timestamp),
-        "actor": _actor(fact),
+        "actor": None if public.anonymous else _actor(fact),
         "data": {name: _json_ready(data[name]) for name in public.fields},
     }
 

@@ -17,6 +17,13 @@ EXPECTED_COLUMNS = {
         "state": "bytea",
         "notification_id": "bigint",
     },
+    # The library's snapshot table for the application "Chronik" (0005).
+    "chronik_snapshots": {
+        "originator_id": "uuid",
+        "originator_version": "bigint",
+        "topic": "text",
+        "state": "bytea",
+    },
     "idempotency_records": {
         "team_id": "uuid",
         "idempotency_key": "text",
@@ -111,6 +118,7 @@ EXPECTED_COLUMNS = {
 EXPECTED_INDEXES = {
     "chronik_events_pkey",
     "chronik_events_notification_id_idx",
+    "chronik_snapshots_pkey",
     "projection_generations_one_active_idx",
     "webhook_deliveries_due_idx",
     "webhook_deliveries_endpoint_idx",

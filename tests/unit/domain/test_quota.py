@@ -1,14 +1,17 @@
 from __future__ import annotations
 
-from uuid import uuid4
+from typing import Any
+from uuid import UUID, uuid4
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 from hypothesis import given
 from hypothesis import strategies as st
 
 from aggregates.errors import InvalidValue, QuotaExceeded, UnknownPlan
 from aggregates.plans import MONTHLY_ENTRY_QUOTAS, quota_for
 from aggregates.quota import MonthlyQuota
+from infra.serialization import OrjsonTranscoder, PydanticMapper
 from tests.unit.domain import AnyEvent, data, names, replay
 
 TEAM = uuid4()
@@ -79,7 +82,12 @@ def test_threshold_is_reached_once_at_ninety_percent() -> None:
     quota.reserve(uuid4(), limit=100)
     crossing = quota.collect_events()
     assert names(crossing) == ["EntryCounted", "ThresholdReached"]
-    assert data(crossing[1]) == {"threshold_percent": 90, "used": 90, "limit": 100}
+    assert data(crossing[1]) == {
+        "threshold_percent": 90,
+        "used": 90,
+        "limit": 100,
+        "month": "2025-03",
+    }
     history += crossing
     for _ in range(10):
         quota.reserve(uuid4(), limit=100)
@@ -134,3 +142,65 @@ def test_reserve_never_exceeds_the_limit_and_warns_at_most_once(limits: list[int
     assert names(history).count("ThresholdReached") == (1 if should_warn else 0)
     assert quota.threshold_reached is should_warn
     assert replay(MonthlyQuota, history) == quota
+
+
+# -- ThresholdReached v1 (stored before it carried its month) ----------------------
+
+mapper = PydanticMapper(transcoder=OrjsonTranscoder())
+THRESHOLD_TOPIC = "aggregates.quota:MonthlyQuota.ThresholdReached"
+
+
+def _v1_bytes(quota_id: UUID, timestamp: str, metadata: str, version: int = 91) -> bytes:
+    """Exactly what the mapper stored for a ThresholdReached before version 2."""
+    return (
+        f'{{"originator_id":"{quota_id}","originator_version":{version},'
+        f'"timestamp":"{timestamp}","metadata":{metadata},'
+        '"threshold_percent":90,"used":90,"limit":100}'
+    ).encode()
+
+
+def _decode_v1(quota_id: UUID, timestamp: str, metadata: str) -> Any:
+    stored = StoredEvent(quota_id, 91, THRESHOLD_TOPIC, _v1_bytes(quota_id, timestamp, metadata))
+    return mapper.to_domain_event(stored)
+
+
+def _metadata_of(team_id: UUID) -> str:
+    return f'{{"team_id":"{team_id}","command":"CreateEntry"}}'
+
+
+def test_a_v1_threshold_event_gets_the_month_of_its_timestamp() -> None:
+    quota_id = MonthlyQuota.id_for(TEAM, "2025-03")
+    decoded = _decode_v1(quota_id, "2025-03-17T09:30:00+00:00", _metadata_of(TEAM))
+    assert isinstance(decoded, MonthlyQuota.ThresholdReached)
+    assert data(decoded) == {"threshold_percent": 90, "used": 90, "limit": 100, "month": "2025-03"}
+    assert decoded.metadata is not None
+    assert decoded.metadata.command == "CreateEntry"
+
+
+def test_a_v1_event_stamped_just_after_its_month_ended_keeps_its_month() -> None:
+    """The command picks the month, then the event is stamped: across midnight at
+    a month's end the two differ, and the quota's id (team + month) says which."""
+    quota_id = MonthlyQuota.id_for(TEAM, "2024-12")
+    decoded = _decode_v1(quota_id, "2025-01-01T00:00:00.000400+00:00", _metadata_of(TEAM))
+    assert decoded.month == "2024-12"
+
+
+def test_a_v1_event_without_a_team_to_check_takes_its_timestamp_month() -> None:
+    quota_id = MonthlyQuota.id_for(TEAM, "2024-12")
+    decoded = _decode_v1(quota_id, "2025-01-01T00:00:00.000400+00:00", "null")
+    assert decoded.month == "2025-01"
+
+
+def test_a_quota_replays_from_v1_and_v2_threshold_events_alike() -> None:
+    quota = MonthlyQuota.start(TEAM, "2025-03")
+    for _ in range(90):
+        quota.reserve(uuid4(), limit=100)
+    history = quota.collect_events()
+    assert isinstance(history[-1], MonthlyQuota.ThresholdReached)
+    version, stamp = history[-1].originator_version, history[-1].timestamp.isoformat()
+    old = StoredEvent(
+        quota.id, version, THRESHOLD_TOPIC, _v1_bytes(quota.id, stamp, "null", version)
+    )
+    replayed = replay(MonthlyQuota, [*history[:-1], mapper.to_domain_event(old)])  # type: ignore[list-item]
+    assert replayed == quota
+    assert replayed.threshold_reached

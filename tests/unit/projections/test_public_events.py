@@ -9,11 +9,13 @@ from uuid import uuid4
 
 import orjson
 import pytest
+from eventsourcing.persistence import StoredEvent
 
-from aggregates.base import Actor, EventMetadata, Role
+from aggregates.base import Actor, DomainEvent, EventMetadata, Role
 from aggregates.journal_entry import JournalEntry
 from aggregates.quota import MonthlyQuota
 from aggregates.team import Team
+from infra.serialization import OrjsonTranscoder, PydanticMapper
 from projections.base import Fact, topic_of
 from projections.public_events import (
     PUBLIC_TOPICS,
@@ -119,7 +121,9 @@ def test_every_type_publishes_exactly_its_fields(history: History) -> None:
         "entry.visibility_changed": [{"visibility": "team"}, {"visibility": "private"}],
         "entry.deleted": [{"deleted_at": "2026-01-02T03:04:05+00:00"}],
         "entry.restored": [{}],
-        "team.quota_threshold_reached": [{"threshold_percent": 90, "used": 1, "limit": 1}],
+        "team.quota_threshold_reached": [
+            {"threshold_percent": 90, "used": 1, "limit": 1, "month": "2026-01"},
+        ],
         "webhook.registered": [{
             "url": "https://hooks.example.org/in", "event_types": ["entry.created"],
             "description": "CI", "secret_fingerprint": keys.fingerprint(0),
@@ -226,3 +230,26 @@ def test_an_event_no_team_can_be_named_for_is_refused() -> None:
     [edited] = log.facts(entry)
     with pytest.raises(UnknownTeam):
         public_event(edited)
+
+
+def test_a_threshold_event_stored_before_it_had_a_month_is_published_with_one() -> None:
+    """Version 1 of MonthlyQuota.ThresholdReached, in the bytes it was stored as:
+    the mapper upcasts it, so the document has ``month`` like a new one."""
+    team_id = uuid4()
+    quota_id = MonthlyQuota.id_for(team_id, "2026-01")
+    stored = (
+        f'{{"originator_id":"{quota_id}","originator_version":2,'
+        f'"timestamp":"2026-01-09T08:00:00+00:00","metadata":{{"team_id":"{team_id}",'
+        f'"actor_user_id":"{uuid4()}"}},"threshold_percent":90,"used":1,"limit":1}}'
+    ).encode()
+    topic = topic_of(MonthlyQuota, "ThresholdReached")
+    mapper = PydanticMapper(transcoder=OrjsonTranscoder())
+    event = mapper.to_domain_event(StoredEvent(quota_id, 2, topic, stored))
+    assert isinstance(event, DomainEvent)
+    doc = public_event(Fact(7, topic, event))
+    assert doc is not None
+    assert doc["type"] == "team.quota_threshold_reached"
+    assert doc["team_id"] == str(team_id)
+    assert doc["data"] == {"threshold_percent": 90, "used": 1, "limit": 1, "month": "2026-01"}
+    # Whose entry crossed the threshold is not told (it may be a private one).
+    assert doc["actor"] is None
