@@ -14,6 +14,8 @@ from api.errors import install_error_handlers
 from api.freshness import ProjectionPositions
 from api.request_context import RequestIdMiddleware
 from api.routes import (
+    audit,
+    audit_ledger,
     entries,
     events,
     health,
@@ -68,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     routers = (
         health, metrics, teams, members, entries, prompts, webhooks, usage, sync, sync_stream,
-        events, webhook_deliveries,
+        events, webhook_deliveries, audit, audit_ledger,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)

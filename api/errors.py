@@ -20,7 +20,7 @@ from commands.ports import Unavailable
 from projections.pagination import InvalidCursor
 from projections.sync import CursorExpired
 
-__all__ = ["ApiError", "error_response", "install_error_handlers"]
+__all__ = ["ApiError", "error_response", "install_error_handlers", "validation_error"]
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +58,19 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers
+
+
+def validation_error(
+    field: str, message: str, *, kind: str = "value_error", **extra: Any
+) -> ApiError:
+    """A 422 for one field, in the form request validation gives (``details.fields``),
+    for checks a query or body model cannot express; ``extra`` joins the details."""
+    return ApiError(
+        422,
+        "VALIDATION_ERROR",
+        message,
+        details={"fields": [{"field": field, "message": message, "type": kind}], **extra},
+    )
 
 
 def error_payload(code: str, message: str, state: Mapping[str, Any]) -> bytes:

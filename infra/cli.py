@@ -7,10 +7,13 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import BinaryIO
+from uuid import UUID
 
 import psycopg
 import pydantic
 import structlog
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 
 from aggregates.base import DomainError
 from infra.devstack.stack import StackAlreadyRunning
@@ -107,6 +110,54 @@ def _projections(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.operations import replay
+
+    replay(settings, args.batch_size, say=lambda line: print(line, flush=True))
+    return 0
+
+
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.export import export
+
+    def open_output() -> contextlib.AbstractContextManager[BinaryIO]:
+        if args.output in (None, "-"):
+            # Left open: stdout is the caller's.
+            return contextlib.nullcontext(sys.stdout.buffer)
+        try:
+            return open(args.output, "wb")
+        except OSError as exc:
+            raise OperationError(f"cannot write {args.output}: {exc.strerror}") from None
+
+    try:
+        done = export(settings, open_output, after=args.after, team=args.team)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as other Unix tools do,
+        # and keep Python from complaining when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    print(
+        f"exported {done.exported} event(s) up to position {done.upto}; "
+        f"{done.read} read in {done.seconds:.1f} s ({done.rate:,.0f} events/s)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _position(text: str) -> int:
+    """argparse type: a position in the log (0 or more)."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"must be a position (0 or more), not {text!r}")
+    return int(text)
+
+
+def _batch_size(text: str) -> int:
+    """argparse type: events per transaction (1 or more)."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text!r}")
+    return int(text)
+
+
 def _sync(settings: Settings, args: argparse.Namespace) -> int:
     from infra.jobs import compact_sync_once
 
@@ -118,6 +169,30 @@ def _sync(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_dev_audit_keys(settings: Settings) -> Settings:
+    """Unless keys are configured, the demo signs audit checkpoints with a key
+    kept in its data folder (the API reads it from the environment)."""
+    from infra.devstack.audit_key import dev_audit_keys
+
+    if settings.audit_signing_keys:
+        return settings
+    keys = dev_audit_keys(settings.data_dir)
+    os.environ["CHRONIK_AUDIT_SIGNING_KEYS"] = keys
+    parsed = load_settings(audit_signing_keys=keys).audit_signing_keys
+    return settings.model_copy(update={"audit_signing_keys": parsed})
+
+
+def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.audit_commands import head_document, verify_log
+
+    if args.action == "head":
+        sys.stdout.buffer.write(head_document(settings) + b"\n")
+        return 0
+    report, lines = verify_log(settings, args.from_, args.to, show_progress=sys.stderr.isatty())
+    print("\n".join(lines))
+    return 0 if report.ok else 1
+
+
 def _dev(settings: Settings, _: argparse.Namespace) -> int:
     import threading
 
@@ -127,7 +202,7 @@ def _dev(settings: Settings, _: argparse.Namespace) -> int:
     from infra.operations import run_worker
 
     with DevStack(settings) as stack:
-        settings = stack.start()
+        settings = _with_dev_audit_keys(stack.start())
         _export_urls(settings)
         migrate(PostgresTarget.from_url(settings.database_url_value()).conninfo())
         team_id, owner_key = _create_team(settings, "Demo team", "owner@example.com", "team")
@@ -154,6 +229,12 @@ _COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] 
     "api": ("serve the HTTP API against the configured servers", _api),
     "worker": ("run the projections and the fan-out until SIGINT/SIGTERM", _worker),
     "projections": ("projection status, retry, skip and rebuild", _projections),
+    "export": ("write the log's public events as NDJSON, read from the event store", _export),
+    "replay": (
+        "rebuild every projection from the log beside the live one (reads keep working)",
+        _replay,
+    ),
+    "audit": ("verify the audit hash chain against the log, or print its head", _audit),
     "sync": ("sync maintenance: compact purges tombstones past the retention", _sync),
     "migrate": ("apply pending database migrations", _migrate),
     "bootstrap": ("create a team and print its owner key", _bootstrap),
@@ -184,6 +265,38 @@ def _parser() -> argparse.ArgumentParser:
     rebuild = actions.add_parser("rebuild", help="rebuild beside the live tables, then switch")
     rebuild.add_argument("name")
     rebuild.add_argument("--batch-size", type=int, default=None)
+    export = parsers["export"]
+    export.description = (
+        "Write the public form of every event after --after (the documents /events, NATS "
+        "and webhooks carry) as NDJSON, in position order, up to the newest position when "
+        "it starts. Read from the event store, not the read tables, so projection lag does "
+        "not matter; private entries' events are included (an operator's tool). Memory "
+        "stays at one page of events; progress goes to stderr."
+    )
+    export.add_argument(
+        "--after", type=_position, default=0, metavar="P", help="start after this position"
+    )
+    export.add_argument("--team", type=UUID, metavar="TEAM_ID", help="only this team's events")
+    export.add_argument("--output", metavar="FILE", help="where to write (default: stdout)")
+    parsers["replay"].description = (
+        "Rebuild every projection from the event log, one after another. Each new "
+        "generation is built beside the live one, which keeps serving reads, and readers "
+        "are switched to it once it has caught up. Projections that are not replayable "
+        "(the tamper-evident audit ledger) are skipped, and the output says so."
+    )
+    parsers["replay"].add_argument(
+        "--batch-size", type=_batch_size, default=None, help="events applied per transaction"
+    )
+    audit_actions = parsers["audit"].add_subparsers(dest="action", required=True)
+    verify = audit_actions.add_parser(
+        "verify",
+        help="recompute the chain from the stored events; exit 1 at the first bad position",
+    )
+    verify.add_argument(
+        "--from", dest="from_", type=_position, default=0, metavar="P", help="first position"
+    )
+    verify.add_argument("--to", type=_position, default=None, metavar="P", help="last position")
+    audit_actions.add_parser("head", help="the newest link and signed checkpoint, as JSON")
     sync_actions = parsers["sync"].add_subparsers(dest="action", required=True)
     sync_actions.add_parser("compact", help="purge sync tombstones older than the retention")
     return parser
@@ -201,7 +314,8 @@ def _failure(exc: Exception) -> tuple[int, str] | None:
             return 1, str(exc)
         case DomainError():
             return 1, exc.message
-        case psycopg.OperationalError():
+        # The library's own (its pool wraps psycopg's): the same to an operator.
+        case psycopg.OperationalError() | StoreOperationalError():
             return 1, f"cannot reach PostgreSQL: {redact(str(exc).strip())}"
     return None
 

@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any, Final
 
@@ -20,12 +21,15 @@ from infra.fanout import Fanout
 from infra.jobs import SyncCompactor
 from infra.projection_wiring import (
     StoredEventSource,
+    checkpoint_signer,
     connector,
     open_projection_worker,
+    projections_for,
     runner_config,
 )
 from infra.settings import Settings
 from projections import registry
+from projections.audit_ledger import DEFAULT_CHECKPOINT_EVERY
 from projections.base import Projection
 from projections.catalog import all_projections, projection_named
 from projections.registry import Generation
@@ -37,6 +41,7 @@ __all__ = [
     "WORKER_ROLES",
     "OperationError",
     "rebuild",
+    "replay",
     "retry",
     "run_worker",
     "skip",
@@ -60,8 +65,12 @@ def _connect(settings: Settings) -> psycopg.Connection[Any]:
     return connector(_target(settings), name="chronik-cli")()
 
 
-def _projection(name: str) -> Projection:
-    found = projection_named(name)
+def _projection(name: str, settings: Settings | None = None) -> Projection:
+    """The projection ``name``; with ``settings``, the audit ledger signs its
+    checkpoints with the configured keys (a rebuild writes checkpoints too)."""
+    signer = checkpoint_signer(settings) if settings is not None else None
+    every = settings.audit_checkpoint_every if settings is not None else DEFAULT_CHECKPOINT_EVERY
+    found = projection_named(name, signer=signer, checkpoint_every=every)
     if found is None:
         names = ", ".join(p.name for p in all_projections())
         raise OperationError(f"no projection named {name!r} (known: {names})")
@@ -88,7 +97,11 @@ def run_worker(
     store = open_event_store(_target(settings), pool_size=settings.db_pool_size)
     services: list[Any] = []
     if "projections" in roles:
-        services += [open_projection_worker(settings, store, all_projections())]
+        if not settings.audit_signing_keys:
+            log.warning(
+                "audit checkpoints will be recorded unsigned: set CHRONIK_AUDIT_SIGNING_KEYS"
+            )
+        services += [open_projection_worker(settings, store, projections_for(settings))]
         services += [SyncCompactor(settings)]
     if "fanout" in roles:
         services += [Fanout(settings, store)]
@@ -159,7 +172,7 @@ def skip(settings: Settings, name: str, position: int, reason: str) -> str:
 
 def rebuild(settings: Settings, name: str, batch_size: int | None = None) -> str:
     """Builds a new generation beside the live one, then switches readers to it."""
-    projection = _projection(name)
+    projection = _projection(name, settings)
     store = open_event_store(_target(settings), pool_size=2)
     try:
         with _connect(settings) as conn:
@@ -182,6 +195,35 @@ def rebuild(settings: Settings, name: str, batch_size: int | None = None) -> str
         f"{name}: generation {generation.id} now serves reads at position {done.position}; "
         f"{done.applied_events} events applied in {elapsed:.1f} s ({rate:,.0f} events/s)"
     )
+
+
+def replay(
+    settings: Settings, batch_size: int | None = None, say: Callable[[str], None] = print
+) -> None:
+    """Rebuilds every replayable projection from the log, one after another,
+    each beside its live generation (reads keep answering) and then switched.
+
+    A projection whose class says ``replayable = False`` (the tamper-evident
+    audit ledger) is skipped: rebuilding it is a deliberate, single act
+    (``chronik projections rebuild NAME``), never a side effect of this one.
+    A rebuild that stalls leaves that projection's live generation serving
+    and the others are still rebuilt; the failures are reported at the end.
+    """
+    # Reach the database once first: an unreachable one is then one clear
+    # error (psycopg's), not a pool timeout inside the first rebuild.
+    _connect(settings).close()
+    failed: list[str] = []
+    for projection in all_projections():
+        if not getattr(projection, "replayable", True):
+            say(f"{projection.name}: skipped, not replayable (replay never rebuilds it)")
+            continue
+        try:
+            say(rebuild(settings, projection.name, batch_size))
+        except OperationError as exc:
+            say(str(exc))
+            failed.append(projection.name)
+    if failed:
+        raise OperationError(f"replay incomplete: {', '.join(failed)} did not finish rebuilding")
 
 
 def _build(

@@ -13,12 +13,21 @@ from aggregates.base import DomainEvent
 from infra.db import PostgresTarget
 from infra.event_store import EVENTS_TABLE, EventStore
 from infra.settings import Settings
+from projections.audit_chain import CheckpointSigner
 from projections.base import Projection
+from projections.catalog import all_projections
 from projections.runner import Connect, RunnerConfig, SourceUnavailable
 from projections.wakeups import CONTROL_CHANNEL, Wakeups
 from projections.worker import ProjectionWorker
 
-__all__ = ["StoredEventSource", "connector", "open_projection_worker", "runner_config"]
+__all__ = [
+    "StoredEventSource",
+    "checkpoint_signer",
+    "connector",
+    "open_projection_worker",
+    "projections_for",
+    "runner_config",
+]
 
 
 class StoredEventSource:
@@ -56,6 +65,20 @@ def runner_config(settings: Settings, *, batch_size: int | None = None) -> Runne
     return RunnerConfig(
         batch_size=batch_size or settings.projection_batch_size,
         poll_interval=settings.projection_poll_interval,
+    )
+
+
+def checkpoint_signer(settings: Settings) -> CheckpointSigner | None:
+    keys = settings.audit_signing_keys
+    if not keys:
+        return None
+    return CheckpointSigner({k: v.get_secret_value().encode() for k, v in keys.items()})
+
+
+def projections_for(settings: Settings) -> list[Projection]:
+    """Every projection, the audit ledger signing with the configured keys."""
+    return all_projections(
+        signer=checkpoint_signer(settings), checkpoint_every=settings.audit_checkpoint_every
     )
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal
@@ -12,6 +13,9 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "SettingsError", "load_settings"]
+
+_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_MIN_KEY_CHARS = 32
 
 
 class SettingsError(Exception):
@@ -104,12 +108,44 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds of failing with no success before an endpoint is disabled.",
     )
+    audit_signing_keys: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict,
+        description="Comma-separated key_id:secret pairs that sign audit checkpoints; the "
+        "first signs, all verify. Unset: checkpoints are recorded unsigned.",
+    )
+    audit_checkpoint_every: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Events between signed audit checkpoints."
+    )
+    audit_verify_max_events: int = Field(
+        default=200_000,
+        ge=1,
+        description="Events one GET /v1/audit/verify checks at most (the CLI has no cap).",
+    )
     read_wait_timeout: float = Field(
         default=5.0,
         ge=0,
         le=60,
         description="How long a read with min_position waits before 503 STALE_READ.",
     )
+
+    @field_validator("audit_signing_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        keys: dict[str, str] = {}
+        for pair in filter(None, (part.strip() for part in value.split(","))):
+            key_id, sep, secret = pair.partition(":")
+            if not sep or not _KEY_ID.fullmatch(key_id) or len(secret) < _MIN_KEY_CHARS:
+                # Never echo the value: it holds secrets.
+                raise ValueError(
+                    f"each key must be key_id:secret, the id 1-64 of [A-Za-z0-9._-], "
+                    f"the secret at least {_MIN_KEY_CHARS} characters"
+                )
+            if key_id in keys:
+                raise ValueError(f"key id {key_id!r} is listed twice")
+            keys[key_id] = secret
+        return keys
 
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod

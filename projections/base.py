@@ -10,18 +10,20 @@ completely, together with its tracking, or not at all.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import psycopg
+from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 from aggregates.base import Aggregate, DomainEvent
 
-__all__ = ["Cursor", "Fact", "Projection", "topic_of"]
+__all__ = ["Cursor", "Decode", "Fact", "Projection", "topic_of"]
 
 Cursor = psycopg.Cursor[dict[str, Any]]
+Decode = Callable[[Notification], DomainEvent]
 
 
 def topic_of(aggregate: type[Aggregate], event_name: str) -> str:
@@ -66,6 +68,9 @@ class Projection(ABC):
     # Tables readers see, as views ``reads.<table>``.
     tables: ClassVar[tuple[str, ...]]
     ddl: ClassVar[str]
+    # Whether ``chronik replay`` rebuilds it with the others (the audit ledger
+    # is not rebuilt casually: see projections/audit_ledger.py).
+    replayable: ClassVar[bool] = True
 
     @property
     @abstractmethod
@@ -75,6 +80,14 @@ class Projection(ABC):
     @abstractmethod
     def apply(self, cur: Cursor, facts: Sequence[Fact]) -> None:
         """Write ``facts`` (in position order) to this projection's tables."""
+
+    def apply_batch(self, cur: Cursor, batch: Sequence[Notification], decode: Decode) -> int:
+        """Apply a batch as read from the log; returns how many events it applied.
+        Only the topics this projection reads are decoded."""
+        topics = self.topics
+        facts = [Fact(n.id, n.topic, decode(n)) for n in batch if n.topic in topics]
+        self.apply(cur, facts)
+        return len(facts)
 
     def __repr__(self) -> str:
         return f"<projection {self.name} v{self.version}>"

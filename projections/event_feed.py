@@ -10,6 +10,10 @@ and visibility, kept in ``entry_scope``, which only this projection reads.
 
 Rows are only ever appended: a batch loads the scopes of the entries it
 touches, folds its events in order, and writes with one COPY.
+
+Beside each document a row keeps who caused the event, when, and its whole
+metadata (which the public document leaves out), indexed for the audit
+activity route (``list_activity``): who did what, in a time window.
 """
 
 from __future__ import annotations
@@ -17,26 +21,32 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
 import orjson
 from psycopg import sql
+from psycopg.errors import UndefinedColumn
 from psycopg.types.json import Jsonb
 
 from aggregates.journal_entry import Visibility
 from projections.base import Cursor, Fact, Projection
 from projections.folding import Key, MissingRow, Row, Table
+from projections.pagination import InvalidCursor, Page, decode_cursor, page_of
 from projections.public_events import ENTRY_TOPICS, PUBLIC_TOPICS, public_event, team_of
 from projections.reading import Conn, fetch_all, fetch_one, where
 
 __all__ = [
     "EXPORT_PAGE",
+    "MAX_POSITION",
+    "ActivityNotIndexed",
     "EventFeedProjection",
     "EventPage",
     "FeedRow",
     "export_pages",
     "feed_rows",
+    "list_activity",
     "list_events",
 ]
 
@@ -47,9 +57,15 @@ CREATE TABLE public_events (
     type text NOT NULL,
     aggregate_id uuid NOT NULL,
     visible_to uuid,
-    doc jsonb NOT NULL
+    doc jsonb NOT NULL,
+    actor_user_id uuid,
+    occurred_at timestamptz NOT NULL,
+    metadata jsonb
 );
 CREATE INDEX public_events_team_idx ON public_events (team_id, position);
+-- Audit activity: one member's events in position order, and time windows.
+CREATE INDEX public_events_actor_idx ON public_events (team_id, actor_user_id, position);
+CREATE INDEX public_events_time_idx ON public_events (team_id, occurred_at);
 CREATE TABLE entry_scope (
     entry_id uuid PRIMARY KEY,
     author_id uuid NOT NULL,
@@ -63,7 +79,8 @@ ENTRY_SCOPE: Final = Table(
 # Straight into the table, no staging: rows are only appended, never upserted,
 # and a position written twice is a bug the primary key must report.
 COPY_EVENTS: Final = (
-    "COPY public_events (position, team_id, type, aggregate_id, visible_to, doc) FROM STDIN"
+    "COPY public_events (position, team_id, type, aggregate_id, visible_to, doc,"
+    " actor_user_id, occurred_at, metadata) FROM STDIN"
 )
 
 
@@ -75,6 +92,11 @@ class FeedRow:
     aggregate_id: UUID
     visible_to: UUID | None
     doc: dict[str, Any]
+    # Who did it, when, and the whole metadata (for the audit activity route;
+    # the public document leaves the metadata out).
+    actor_user_id: UUID | None
+    occurred_at: datetime
+    metadata: dict[str, Any] | None
 
 
 def scope_after(row: Row | None, fact: Fact) -> Row:
@@ -111,9 +133,19 @@ def feed_rows(facts: Sequence[Fact], scopes: dict[Key, Row]) -> tuple[list[FeedR
                 scopes[key] = changed[key] = scope
             if scope["visibility"] == Visibility.PRIVATE:
                 visible_to = scope["author_id"]
-        team_id = team_of(fact)
+        metadata = fact.event.metadata
         rows.append(
-            FeedRow(fact.position, team_id, doc["type"], fact.aggregate_id, visible_to, doc)
+            FeedRow(
+                fact.position,
+                team_of(fact),
+                doc["type"],
+                fact.aggregate_id,
+                visible_to,
+                doc,
+                None if metadata is None else metadata.actor_user_id,
+                fact.event.timestamp,
+                None if metadata is None else metadata.model_dump(mode="json"),
+            )
         )
     return rows, list(changed.values())
 
@@ -135,7 +167,8 @@ def _jsonb(doc: dict[str, Any]) -> Jsonb:
 class EventFeedProjection(Projection):
     name = "event_feed"
     # Bump too when projections.public_events changes: documents are stored.
-    version = 1
+    # v2: actor, time and metadata columns for the audit activity route.
+    version = 2
     tables = ("public_events",)  # entry_scope is this projection's own bookkeeping
     ddl = DDL
 
@@ -153,7 +186,17 @@ class EventFeedProjection(Projection):
             with cur.copy(COPY_EVENTS) as copy:
                 for r in rows:
                     copy.write_row(
-                        (r.position, r.team_id, r.type, r.aggregate_id, r.visible_to, _jsonb(r.doc))
+                        (
+                            r.position,
+                            r.team_id,
+                            r.type,
+                            r.aggregate_id,
+                            r.visible_to,
+                            _jsonb(r.doc),
+                            r.actor_user_id,
+                            r.occurred_at,
+                            None if r.metadata is None else _jsonb(r.metadata),
+                        )
                     )
 
 
@@ -209,6 +252,72 @@ def list_events(
         [row["doc"] for row in page],
         page[-1]["position"] if page else None,
         len(rows) > limit,
+    )
+
+
+LIST_ACTIVITY: Final = sql.SQL(
+    "SELECT position, doc, metadata FROM reads.public_events WHERE {}"
+    " ORDER BY position LIMIT %(limit)s"
+)
+# From inclusive, to exclusive: consecutive windows never share an event.
+_ACTIVITY_FILTERS: Final = {
+    "types": "type = ANY(%(types)s)",
+    "actor": "actor_user_id = %(actor)s",
+    "since": "occurred_at >= %(since)s",
+    "until": "occurred_at < %(until)s",
+}
+_ACTIVITY_CURSOR: Final = "audit_activity"
+# Global positions (notification ids) a cursor may hold.
+MAX_POSITION: Final = 2**62
+
+
+class ActivityNotIndexed(Exception):
+    """The live generation of the feed predates the activity columns (version 1):
+    the version-2 generation that has them is still being built."""
+
+
+def list_activity(
+    conn: Conn,
+    team_id: UUID,
+    reader_user_id: UUID,
+    *,
+    cursor: str | None,
+    limit: int,
+    actor: UUID | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    types: Sequence[str] | None = None,
+) -> Page:
+    """Who did what: the public events the reader may see (the same rule as
+    ``list_events``), each with its metadata, narrowed to one actor, a time
+    window and types when given; oldest first, in keyset pages by position.
+
+    Raises InvalidCursor for a cursor this list did not make, and
+    ActivityNotIndexed while the live feed has no activity columns yet.
+    """
+    after = 0
+    if cursor is not None:
+        after = decode_cursor(_ACTIVITY_CURSOR, cursor, int)[0]
+        if not 0 < after <= MAX_POSITION:
+            raise InvalidCursor("cursor is not valid")
+    params: dict[str, Any] = {
+        "team_id": team_id,
+        "reader": reader_user_id,
+        "after": after,
+        "types": list(types) if types else None,
+        "actor": actor,
+        "since": since,
+        "until": until,
+        "limit": limit + 1,
+    }
+    query = LIST_ACTIVITY.format(where(_ACTIVITY_FILTERS, params, _VISIBLE))
+    try:
+        rows = fetch_all(conn, query, params)
+    except UndefinedColumn as exc:
+        raise ActivityNotIndexed(str(exc)) from exc
+    page = page_of(rows, limit, _ACTIVITY_CURSOR, "position")
+    return Page(
+        [{**row["doc"], "metadata": row["metadata"]} for row in page.rows], page.next_cursor
     )
 
 

@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 
 from aggregates.base import DomainEvent
 from projections import registry
-from projections.base import Fact, Projection
+from projections.base import Projection
 from projections.registry import Generation, LostOwnership
 
 __all__ = ["EventSource", "GenerationRunner", "RunnerConfig", "SourceUnavailable"]
@@ -143,10 +143,6 @@ class GenerationRunner:
     def _sleep(self) -> None:
         self._wake.wait(self._config.poll_interval)
 
-    def _facts(self, batch: Sequence[Notification]) -> list[Fact]:
-        topics = self.projection.topics
-        return [Fact(n.id, n.topic, self._source.decode(n)) for n in batch if n.topic in topics]
-
     def _apply(
         self, conn: psycopg.Connection[Any], generation: Generation, batch: Sequence[Notification]
     ) -> None:
@@ -161,14 +157,11 @@ class GenerationRunner:
         self, conn: psycopg.Connection[Any], generation: Generation, batch: Sequence[Notification]
     ) -> Generation:
         with conn.transaction():
-            facts = self._facts(batch)
             with conn.cursor(row_factory=dict_row) as cur:
-                self.projection.apply(cur, facts)
-            registry.advance(conn, generation, batch[-1].id, len(facts))
+                applied = self.projection.apply_batch(cur, batch, self._source.decode)
+            registry.advance(conn, generation, batch[-1].id, applied)
         done = replace(
-            generation,
-            position=batch[-1].id,
-            applied_events=generation.applied_events + len(facts),
+            generation, position=batch[-1].id, applied_events=generation.applied_events + applied
         )
         if self._on_batch is not None:
             self._on_batch(done)

@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from aggregates.base import Actor
 from aggregates.errors import WebhookDisabled
 from api.dependencies import ServicesDep, TeamActor
-from api.errors import ApiError
+from api.errors import ApiError, validation_error
 from api.freshness import WebhooksFresh
 from api.pagination import PageQuery, page_response
 from api.responses import OrjsonResponse
@@ -77,15 +77,6 @@ class RecoverDeliveries(BaseModel):
         return value
 
 
-def _invalid(field: str, message: str, kind: str, **extra: Any) -> ApiError:
-    return ApiError(
-        422,
-        "VALIDATION_ERROR",
-        message,
-        details={"fields": [{"field": field, "message": message, "type": kind}], **extra},
-    )
-
-
 def _choices(raw: str | None, known: tuple[str, ...], field: str) -> list[str] | None:
     """The distinct values asked for, in order; None for all. Unknown ones are a
     422 that names them, so a typo never silently filters everything out."""
@@ -93,7 +84,9 @@ def _choices(raw: str | None, known: tuple[str, ...], field: str) -> list[str] |
     unknown = [v for v in wanted if v not in known]
     if unknown:
         message = f"unknown {field}: {', '.join(unknown)}"
-        raise _invalid(f"query.{field}", message, "enum", unknown=unknown, allowed=list(known))
+        raise validation_error(
+            f"query.{field}", message, kind="enum", unknown=unknown, allowed=list(known)
+        )
     return wanted or None
 
 
@@ -140,7 +133,7 @@ def list_deliveries(
         until=query.until,
     )
     if query.since is not None and query.until is not None and query.until <= query.since:
-        raise _invalid("query.until", "until must be after since", "value_error")
+        raise validation_error("query.until", "until must be after since")
     with services.pool.connection() as conn:
         _endpoint(conn, actor, webhook_id)
         page = delivery_reads.list_deliveries(

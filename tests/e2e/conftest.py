@@ -18,9 +18,8 @@ from api.app import create_app
 from infra.db import PostgresTarget
 from infra.devstack.processes import free_port
 from infra.event_store import open_event_store
-from infra.projection_wiring import open_projection_worker
+from infra.projection_wiring import open_projection_worker, projections_for
 from infra.settings import Settings
-from projections.catalog import all_projections
 from tests.projection_support import running_fanout
 
 OPERATOR_TOKEN = "operator-token-for-tests"
@@ -77,7 +76,7 @@ def worker(api_settings: Settings) -> Iterator[None]:
     store = open_event_store(
         PostgresTarget.from_url(api_settings.database_url_value()), pool_size=4
     )
-    projection_worker = open_projection_worker(api_settings, store, all_projections())
+    projection_worker = open_projection_worker(api_settings, store, projections_for(api_settings))
     projection_worker.start()
     yield
     projection_worker.stop()

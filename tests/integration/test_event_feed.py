@@ -5,10 +5,12 @@ entries' events only while they are the reader's own."""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from psycopg import sql
 
 from aggregates.base import Actor, Role
 from aggregates.journal_entry import Visibility
@@ -18,9 +20,17 @@ from commands.models import AddMember, CreatePrompt, EditEntry, IssueApiKey, Upd
 from infra.event_store import EventStore
 from infra.projection_wiring import StoredEventSource
 from projections.base import Fact
-from projections.event_feed import EventFeedProjection, export_pages, list_events
+from projections.event_feed import (
+    ActivityNotIndexed,
+    EventFeedProjection,
+    export_pages,
+    list_activity,
+    list_events,
+)
+from projections.pagination import InvalidCursor, encode_cursor
 from projections.public_events import PUBLIC_TOPICS, public_event
 from projections.reading import Conn
+from projections.registry import schema_of
 from projections.runner import RunnerConfig
 from tests.projection_support import (
     TeamFixture,
@@ -259,3 +269,85 @@ def test_an_export_pages_through_everything_up_to_the_head_it_started_at(
     assert [d["data"]["user_id"] for d in only] == [str(ana.user_id)]
     nothing = list(export_pages(connection, uuid4(), team.owner.user_id, after=0))
     assert nothing == [[]]
+
+
+def test_activity_narrows_to_an_actor_a_time_window_and_types(
+    database_url: str, store: EventStore
+) -> None:
+    team = create_team(store)
+    ana = add_member(store, team, "ana")
+    for n in range(3):
+        write_entry(store, team.owner, f"owner {n}")
+        write_entry(store, ana, f"ana {n}")
+    hidden = uuid4()
+    write_entry(store, ana, "hidden", id=hidden, visibility="private")
+    edit(store, ana, hidden, "still hidden")
+    project(database_url, store)
+
+    def activity(reader: UUID, **filters: Any) -> list[dict[str, Any]]:
+        with connect(database_url) as conn:
+            page = list_activity(conn, team.team_id, reader, cursor=None, limit=1000, **filters)
+        assert page.next_cursor is None
+        return page.rows
+
+    whole = activity(team.owner.user_id)
+    # The feed's documents, each with the event's metadata beside it.
+    with connect(database_url) as conn:
+        feed = everything(conn, team.team_id, team.owner.user_id)
+    assert [{k: v for k, v in d.items() if k != "metadata"} for d in whole] == feed
+    assert all(d["metadata"]["team_id"] == str(team.team_id) for d in whole)
+
+    by_ana = activity(team.owner.user_id, actor=ana.user_id)
+    assert [d["data"]["title"] for d in by_ana] == ["ana 0", "ana 1", "ana 2"]
+    assert {d["metadata"]["actor_user_id"] for d in by_ana} == {str(ana.user_id)}
+    assert str(hidden) not in str(by_ana)
+    own = activity(ana.user_id, actor=ana.user_id, types=["entry.edited"])
+    assert [d["aggregate_id"] for d in own] == [str(hidden)]
+
+    times = [datetime.fromisoformat(d["occurred_at"]) for d in whole]
+    since, until = times[2], times[-1]
+    window = activity(team.owner.user_id, since=since, until=until)
+    assert window == [d for d, t in zip(whole, times, strict=True) if since <= t < until]
+    assert activity(team.owner.user_id, actor=uuid4()) == []
+
+    with connect(database_url) as conn:
+        first = list_activity(conn, team.team_id, team.owner.user_id, cursor=None, limit=2)
+        assert first.next_cursor is not None
+        second = list_activity(
+            conn, team.team_id, team.owner.user_id, cursor=first.next_cursor, limit=2
+        )
+        for bad in ("nope", encode_cursor("audit_activity", 0), encode_cursor("entries", 5)):
+            with pytest.raises(InvalidCursor):
+                list_activity(conn, team.team_id, team.owner.user_id, cursor=bad, limit=2)
+    assert [*first.rows, *second.rows] == whole[:4]
+
+
+def replace_with_v1_view(conn: Conn) -> None:
+    """Points ``reads.public_events`` at the live table minus the columns version 2
+    added, as the view is while a version-1 generation is live."""
+    row = conn.execute(
+        "SELECT id FROM projection_generations WHERE projection = 'event_feed' AND state = 'active'"
+    ).fetchone()
+    assert row is not None
+    table = sql.Identifier(schema_of(row[0]), "public_events")
+    conn.execute("DROP VIEW reads.public_events")
+    conn.execute(
+        sql.SQL(
+            "CREATE VIEW reads.public_events AS"
+            " SELECT position, team_id, type, aggregate_id, visible_to, doc FROM {}"
+        ).format(table)
+    )
+
+
+def test_activity_reports_a_feed_without_its_columns_as_not_indexed(
+    database_url: str, store: EventStore
+) -> None:
+    team = create_team(store)
+    write_entry(store, team.owner, "one")
+    project(database_url, store)
+    with connect(database_url) as conn:
+        # The live view as a version-1 generation has it, while version 2 is built.
+        replace_with_v1_view(conn)
+        assert everything(conn, team.team_id, team.owner.user_id)  # /events still reads
+        with pytest.raises(ActivityNotIndexed):
+            list_activity(conn, team.team_id, team.owner.user_id, cursor=None, limit=2)

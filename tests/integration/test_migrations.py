@@ -108,6 +108,15 @@ EXPECTED_COLUMNS = {
         "detail": "text",
         "at": "timestamp with time zone",
     },
+    "audit_checkpoints": {
+        "count": "bigint",
+        "position": "bigint",
+        "chain_hash": "bytea",
+        "every": "bigint",
+        "key_id": "text",
+        "signature": "bytea",
+        "created_at": "timestamp with time zone",
+    },
     "schema_migrations": {
         "version": "integer",
         "name": "text",
@@ -116,6 +125,7 @@ EXPECTED_COLUMNS = {
     },
 }
 EXPECTED_INDEXES = {
+    "audit_checkpoints_pkey",
     "chronik_events_pkey",
     "chronik_events_notification_id_idx",
     "chronik_snapshots_pkey",

@@ -69,3 +69,23 @@ def test_an_entry_event_without_a_stored_scope_stops_the_batch() -> None:
     entry.edit(AUTHOR, title="u")
     with pytest.raises(MissingRow):
         feed_rows(stamped(AUTHOR, log.facts(entry)), {})
+
+
+def test_each_row_carries_who_when_and_the_whole_metadata_for_the_audit() -> None:
+    history = full_history()
+    rows, _ = feed_rows(history.facts, {})
+    facts = {f.position: f for f in history.facts}
+    for row in rows:
+        event = facts[row.position].event
+        assert event.metadata is not None
+        assert row.actor_user_id == event.metadata.actor_user_id
+        assert row.occurred_at == event.timestamp
+        assert row.metadata == event.metadata.model_dump(mode="json")
+        assert "metadata" not in row.doc  # the public document stays as it was
+    assert {r.actor_user_id for r in rows} == {history.owner.user_id, history.member.user_id}
+
+
+def test_an_event_without_metadata_has_no_actor() -> None:
+    entry = JournalEntry.create(AUTHOR, id=uuid4(), title="t", body="")
+    [row], _ = feed_rows(Log().facts(entry), {})
+    assert (row.actor_user_id, row.metadata) == (None, None)
