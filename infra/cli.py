@@ -264,7 +264,7 @@ def _parser() -> argparse.ArgumentParser:
     skip.add_argument("--reason", default="", help="recorded with the skip")
     rebuild = actions.add_parser("rebuild", help="rebuild beside the live tables, then switch")
     rebuild.add_argument("name")
-    rebuild.add_argument("--batch-size", type=int, default=None)
+    rebuild.add_argument("--batch-size", type=_batch_size, default=None)
     export = parsers["export"]
     export.description = (
         "Write the public form of every event after --after (the documents /events, NATS "

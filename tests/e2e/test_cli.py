@@ -71,3 +71,20 @@ def test_bootstrap_with_a_bad_email_says_so_in_one_line(database_url: str) -> No
     assert result.returncode == 2
     assert result.stderr.startswith("chronik: owner_email:")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["projections", "rebuild", "entries", "--batch-size", "0"], 2, "must be 1 or more"),
+        (["audit", "verify", "--from", "-1"], 2, "must be a position"),
+        (["audit", "verify", "--from", "9", "--to", "3"], 1, "--to 3 is before --from 9"),
+    ],
+)
+def test_bad_operator_arguments_are_refused_before_any_work(
+    args: list[str], code: int, says: str
+) -> None:
+    result = subprocess.run([CHRONIK, *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == code
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
