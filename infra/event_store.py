@@ -11,7 +11,12 @@ from uuid import UUID
 
 import psycopg
 import structlog
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    Repository,
+)
 from eventsourcing.domain import MutableOrImmutableAggregate
 from eventsourcing.persistence import (
     IntegrityError,
@@ -109,6 +114,23 @@ class EventStore(Application[UUID]):
         assert isinstance(recorder, ChronikRecorder)
         return recorder
 
+    def construct_repository(self) -> Repository[UUID]:
+        repository = super().construct_repository()
+        # Only some types are snapshotted; looking for a snapshot before every
+        # other load doubled the cost of a miss (a new id's existence check:
+        # ~0.5 ms -> ~1 ms). Same cache, so both see the same cached aggregates.
+        self._events_only: Repository[UUID] = Repository(
+            event_store=self.events,
+            fastforward=repository.fastforward,
+            deepcopy_from_cache=repository.deepcopy_from_cache,
+        )
+        self._events_only.cache = repository.cache
+        return repository
+
+    def _repository_for(self, cls: type[Aggregate]) -> Repository[UUID]:
+        snapshotted = any(issubclass(cls, t) for t in self.snapshotting_intervals)
+        return self.repository if snapshotted else self._events_only
+
     def get(self, aggregate_id: UUID, cls: type[A]) -> A | None:
         try:
             # The library's cache fast-forwards a cached aggregate under its lock
@@ -116,7 +138,7 @@ class EventStore(Application[UUID]):
             # could copy it mid-update ("dictionary changed size"). One lock per
             # aggregate id serialises exactly those loads.
             with self._load_lock(aggregate_id):
-                aggregate: Aggregate = self.repository.get(aggregate_id)
+                aggregate: Aggregate = self._repository_for(cls).get(aggregate_id)
         except AggregateNotFoundError:
             return None
         except (OperationalError, PoolTimeout) as exc:
