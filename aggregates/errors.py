@@ -21,7 +21,9 @@ __all__ = [
     "LastOwner",
     "MemberExists",
     "NotFound",
+    "PromptAlreadyIssued",
     "PromptArchived",
+    "PromptNotScheduled",
     "QuotaExceeded",
     "UnknownKey",
     "UnknownMember",
@@ -107,3 +109,17 @@ class WebhookDeleted(DomainError):
 
 class QuotaExceeded(DomainError):
     code = "QUOTA_EXCEEDED"
+
+
+class PromptNotScheduled(DomainError):
+    """The prompt has no schedule (any more), or not the one a due time was
+    computed from: nothing falls due."""
+
+    code = "PROMPT_NOT_SCHEDULED"
+
+
+class PromptAlreadyIssued(DomainError):
+    """That due time, or a later one, was issued already: a scheduler that lost
+    a race to another one is refused here, and that is not an error."""
+
+    code = "PROMPT_ALREADY_ISSUED"

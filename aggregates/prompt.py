@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from enum import Enum
 from typing import Final
 from uuid import UUID
@@ -13,7 +14,16 @@ from eventsourcing.domain import event
 from pydantic import BaseModel, ConfigDict
 
 from aggregates.base import Actor, Aggregate
-from aggregates.errors import Forbidden, InvalidValue, NotFound, PromptArchived, require_text
+from aggregates.errors import (
+    Forbidden,
+    InvalidValue,
+    NotFound,
+    PromptAlreadyIssued,
+    PromptArchived,
+    PromptNotScheduled,
+    require_aware,
+    require_text,
+)
 
 __all__ = ["UNCHANGED", "Prompt", "Schedule", "Unchanged", "check_schedule"]
 
@@ -128,6 +138,8 @@ class Prompt(Aggregate):
         self.text = text
         self.schedule = schedule
         self.archived = False
+        # The latest due time issued; due times are issued in increasing order.
+        self.last_issued_at: datetime | None = None
 
     def edit(
         self,
@@ -153,6 +165,42 @@ class Prompt(Aggregate):
         self._require_not_archived()
         self._archived()
 
+    def issue(self, due_at: datetime, *, schedule: Schedule | None = None) -> None:
+        """Records that the prompt fell due at ``due_at`` (Chronik's own act: the
+        scheduler's, no member's), with the text it has at that moment.
+
+        Refused (never recorded) for an archived prompt, one without a schedule
+        or, given ``schedule``, one whose schedule is no longer that one (the
+        scheduler computed ``due_at`` from a stale view), and for any ``due_at``
+        not after the last issued one (``PromptAlreadyIssued``).
+
+        Exactly once: this guard and the event store's optimistic concurrency
+        together make each due time issued at most once however many schedulers
+        run. Two that both decide to issue the same due time append the same
+        next version of this prompt; the store lets one commit and the other
+        conflict; the loser's command loads the prompt again, now with that
+        due time as ``last_issued_at``, and this guard refuses it. No lock is
+        needed for correctness (the scheduler's advisory lock only saves work),
+        and a due time older than one already issued can never come later.
+        """
+        due = require_aware(due_at, field="due_at")
+        self._require_not_archived()
+        if self.schedule is None:
+            raise PromptNotScheduled("prompt has no schedule", prompt_id=str(self.id))
+        if schedule is not None and schedule != self.schedule:
+            raise PromptNotScheduled(
+                "prompt's schedule has changed", prompt_id=str(self.id), due_at=due.isoformat()
+            )
+        last = self.last_issued_at
+        if last is not None and due <= last:
+            raise PromptAlreadyIssued(
+                "prompt was issued at or after that due time already",
+                prompt_id=str(self.id),
+                due_at=due.isoformat(),
+                last_issued_at=last.isoformat(),
+            )
+        self._issued(due_at=due, text=self.text)
+
     def _require_in_team(self, actor: Actor) -> None:
         if actor.team_id != self.team_id:
             raise NotFound("prompt not found", prompt_id=str(self.id))
@@ -169,6 +217,10 @@ class Prompt(Aggregate):
     @event("Archived")
     def _archived(self) -> None:
         self.archived = True
+
+    @event("Issued")
+    def _issued(self, due_at: datetime, text: str) -> None:
+        self.last_issued_at = due_at
 
 
 def _require_manager(actor: Actor) -> None:

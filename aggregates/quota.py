@@ -81,6 +81,7 @@ class MonthlyQuota(Aggregate):
         self.month = month
         self.used = 0
         self.threshold_reached = False
+        self.exhausted = False
 
     def reserve(self, entry_id: UUID, limit: int) -> None:
         """Counts one more entry against ``limit``, or refuses when none is left.
@@ -103,6 +104,9 @@ class MonthlyQuota(Aggregate):
             self._threshold_reached(
                 threshold_percent=THRESHOLD_PERCENT, used=self.used, limit=limit, month=self.month
             )
+        # Once per month too: the entry that takes the last of the limit.
+        if not self.exhausted and self.used >= limit:
+            self._exhausted(used=self.used, limit=limit, month=self.month)
 
     @event("EntryCounted")
     def _entry_counted(self, entry_id: UUID, limit: int) -> None:
@@ -125,3 +129,7 @@ class MonthlyQuota(Aggregate):
     @event(ThresholdReached)
     def _threshold_reached(self, threshold_percent: int, used: int, limit: int, month: str) -> None:
         self.threshold_reached = True
+
+    @event("Exhausted")
+    def _exhausted(self, used: int, limit: int, month: str) -> None:
+        self.exhausted = True

@@ -21,6 +21,7 @@ from api.routes import (
     health,
     members,
     metrics,
+    notifications,
     prompts,
     sync,
     sync_stream,
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     routers = (
         health, metrics, teams, members, entries, prompts, webhooks, usage, sync, sync_stream,
-        events, webhook_deliveries, audit, audit_ledger,
+        events, webhook_deliveries, audit, audit_ledger, notifications,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
 
 from aggregates.base import Role
 from aggregates.journal_entry import Visibility
@@ -23,6 +31,7 @@ __all__ = [
     "RegisterWebhook",
     "RotateWebhookSecret",
     "ScheduleIn",
+    "SetNotificationPreference",
     "UpdateTeam",
     "UpdateWebhook",
 ]
@@ -127,3 +136,25 @@ class UpdateWebhook(Command):
 
 class RotateWebhookSecret(Command):
     overlap_seconds: int = Field(default=86_400, ge=0, le=7 * 86_400)
+
+
+class SetNotificationPreference(Command):
+    """A kind's flags to change; those left out keep their value."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={"examples": [{"email": True, "digest": True}]},
+    )
+
+    inbox: StrictBool | None = Field(default=None, description="Show it in the in-app inbox.")
+    email: StrictBool | None = Field(default=None, description="Email it (see digest).")
+    digest: StrictBool | None = Field(
+        default=None, description="Email it in the daily digest instead of at once."
+    )
+
+    @model_validator(mode="after")
+    def _something_to_set(self) -> SetNotificationPreference:
+        if self.inbox is None and self.email is None and self.digest is None:
+            raise ValueError("give at least one of inbox, email, digest")
+        return self

@@ -59,6 +59,7 @@ _WITHHELD: Final[Mapping[str, frozenset[str]]] = {
         (Prompt, "Created", _NONE),
         (Prompt, "Edited", _NONE),
         (Prompt, "Archived", _NONE),
+        (Prompt, "Issued", _NONE),
         (WebhookEndpoint, "Registered", frozenset({"secret_id"})),
         (WebhookEndpoint, "Updated", _NONE),
         (WebhookEndpoint, "SecretRotated", frozenset({"new_secret_id", "previous_secret_id"})),
@@ -69,6 +70,7 @@ _WITHHELD: Final[Mapping[str, frozenset[str]]] = {
         # Which entry was counted: a private entry's id is its author's alone.
         (MonthlyQuota, "EntryCounted", frozenset({"entry_id"})),
         (MonthlyQuota, "ThresholdReached", _NONE),
+        (MonthlyQuota, "Exhausted", _NONE),
     )
 }
 KNOWN_TOPICS: Final = frozenset(_WITHHELD)

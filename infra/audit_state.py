@@ -99,6 +99,7 @@ def _prompt(prompt: Prompt) -> dict[str, Any]:
         "text": prompt.text,
         "schedule": prompt.schedule,
         "archived": prompt.archived,
+        "last_issued_at": prompt.last_issued_at,
     }
 
 

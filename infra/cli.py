@@ -251,8 +251,8 @@ def _parser() -> argparse.ArgumentParser:
     parsers["worker"].add_argument(
         "--only",
         action="append",
-        choices=("projections", "fanout"),
-        help="run only this part (repeatable); default: both",
+        choices=("projections", "fanout", "scheduler"),
+        help="run only this part (repeatable); default: all",
     )
     actions = parsers["projections"].add_subparsers(dest="action", required=True)
     actions.add_parser("status", help="position, lag and stalls of every projection")

@@ -1,5 +1,6 @@
-"""Fan-out: the relay, the webhook consumer and the delivery worker, together
-on one asyncio loop in a thread of the worker process.
+"""Fan-out: the relay, the webhook and notification consumers, the webhook
+delivery worker and the email sender, together on one asyncio loop in a
+thread of the worker process.
 
 Each part survives PostgreSQL or NATS going away on its own: the relay
 retries its batch, the consumer's broker is (re)started once NATS answers,
@@ -24,8 +25,10 @@ from aggregates.errors import DomainError
 from commands.webhook_health import disable_failing_webhook
 from infra.db import PostgresTarget
 from infra.delivery_worker import DeliveryWorker
+from infra.email_sender import EmailSender
 from infra.event_store import EventStore
 from infra.messaging import connect_nats
+from infra.notification_consumer import NotificationConsumer
 from infra.relay import Relay
 from infra.settings import Settings
 from infra.waiting import first_of
@@ -35,8 +38,9 @@ __all__ = ["Fanout"]
 
 log = structlog.get_logger(__name__)
 
-CONSUMER_POOL_SIZE: Final = 2
+CONSUMER_POOL_SIZE: Final = 3
 DELIVERY_POOL_SIZE: Final = 8
+EMAIL_POOL_SIZE: Final = 2
 
 
 class Fanout:
@@ -48,10 +52,13 @@ class Fanout:
         relay: bool = True,
         consumers: bool = True,
         deliveries: bool = True,
+        emails: bool = True,
     ) -> None:
         self._settings = settings
         self._store = store
-        self._parts = {"relay": relay, "consumers": consumers, "deliveries": deliveries}
+        self._parts = {
+            "relay": relay, "consumers": consumers, "deliveries": deliveries, "emails": emails,
+        }  # fmt: skip
         self._conninfo = PostgresTarget.from_url(settings.database_url_value()).conninfo()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -74,27 +81,38 @@ class Fanout:
         self._loop = asyncio.get_running_loop()
         self._stopping = stopping = asyncio.Event()
         self._started.set()
-        # Two pools: the consumer's commits must not queue behind the
+        # Two pools: the consumers' commits must not queue behind the
         # delivery worker's (hundreds of recorded attempts a second).
         consumer_pool = self._pool("chronik-consumers", CONSUMER_POOL_SIZE)
         delivery_pool = self._pool("chronik-deliveries", DELIVERY_POOL_SIZE)
+        # Its own, so a slow SMTP server never holds the webhooks' connections.
+        email_pool = self._pool("chronik-emails", EMAIL_POOL_SIZE)
         tasks = []
         if self._parts["relay"]:
             tasks.append(Relay(self._settings, self._conninfo).run(stopping))
         if self._parts["consumers"]:
             await consumer_pool.open(wait=False)
             webhooks = WebhookFanout(self._settings, consumer_pool)
-            tasks += [webhooks.run(stopping), self._consume(webhooks, stopping)]
+            notifications = NotificationConsumer(self._settings, consumer_pool)
+            tasks += [
+                webhooks.run(stopping),
+                notifications.run(stopping),
+                self._consume((webhooks, notifications), stopping),
+            ]
         if self._parts["deliveries"]:
             await delivery_pool.open(wait=False)
             worker = DeliveryWorker(self._settings, delivery_pool, self._conninfo, self._disable)
             tasks.append(worker.run(stopping))
+        if self._parts["emails"]:
+            await email_pool.open(wait=False)
+            tasks.append(EmailSender(self._settings, email_pool, self._conninfo).run(stopping))
         log.info("fan-out started", parts=[k for k, v in self._parts.items() if v])
         try:
             await asyncio.gather(*tasks)
         finally:
             await consumer_pool.close()
             await delivery_pool.close()
+            await email_pool.close()
             log.info("fan-out stopped")
 
     def _pool(self, name: str, size: int) -> AsyncConnectionPool[AsyncConnection[Any]]:
@@ -106,7 +124,9 @@ class Fanout:
             open=False,
         )
 
-    async def _consume(self, webhooks: WebhookFanout, stopping: asyncio.Event) -> None:
+    async def _consume(
+        self, consumers: tuple[WebhookFanout, NotificationConsumer], stopping: asyncio.Event
+    ) -> None:
         """Runs the consumers' broker, started only once NATS answers: a
         broker connecting to a server that is down would retry inside its
         connect for ever and not hear that we are stopping."""
@@ -121,7 +141,8 @@ class Fanout:
                 delay = min(delay * 2, 10.0)
                 continue
             broker = self._broker()
-            webhooks.subscribe(broker)
+            for consumer in consumers:
+                consumer.subscribe(broker)
             try:
                 await broker.start()
                 delay = 0.5

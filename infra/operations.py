@@ -16,6 +16,7 @@ from psycopg import sql
 from tqdm import tqdm
 
 from infra.db import PostgresTarget
+from infra.digests import DigestJob
 from infra.event_store import head_position, open_event_store
 from infra.fanout import Fanout
 from infra.jobs import SyncCompactor
@@ -27,6 +28,7 @@ from infra.projection_wiring import (
     projections_for,
     runner_config,
 )
+from infra.scheduler import open_scheduler
 from infra.settings import Settings
 from projections import registry
 from projections.audit_ledger import DEFAULT_CHECKPOINT_EVERY
@@ -81,7 +83,7 @@ def _notify_runners(conn: psycopg.Connection[Any]) -> None:
     conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(CONTROL_CHANNEL)))
 
 
-WORKER_ROLES: Final = ("projections", "fanout")
+WORKER_ROLES: Final = ("projections", "fanout", "scheduler")
 
 
 def run_worker(
@@ -91,7 +93,8 @@ def run_worker(
     roles: tuple[str, ...] = WORKER_ROLES,
 ) -> None:
     """Until SIGINT/SIGTERM (or ``stop``): every projection with the sync
-    compactor, and the fan-out (relay, webhook consumer, delivery worker).
+    compactor, the fan-out (relay, webhook and notification consumers, webhook
+    delivery, email) and the scheduler (scheduled prompts, daily digests).
     ``roles`` runs only some, so they can have processes (cores) of their own."""
     stop = stop or _stop_on_signals()
     store = open_event_store(_target(settings), pool_size=settings.db_pool_size)
@@ -105,6 +108,9 @@ def run_worker(
         services += [SyncCompactor(settings)]
     if "fanout" in roles:
         services += [Fanout(settings, store)]
+    if "scheduler" in roles:
+        digests = DigestJob(settings, connector(_target(settings), name="chronik-digests"))
+        services += [open_scheduler(settings, store, jobs=[digests])]
     for service in services:
         service.start()
     log.info("worker started", roles=list(roles))

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "SettingsError", "load_settings"]
@@ -121,6 +128,36 @@ class Settings(BaseSettings):
         ge=1,
         description="Events one GET /v1/audit/verify checks at most (the CLI has no cap).",
     )
+    smtp_tls: bool = Field(default=False, description="Implicit TLS (port 465), not STARTTLS.")
+    smtp_timeout: float = Field(
+        default=30, gt=0, le=300, description="Seconds an SMTP exchange may take."
+    )
+    email_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [0.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0],
+        description="Comma-separated seconds before each attempt of an email.",
+    )
+    email_concurrency: int = Field(default=4, ge=1, le=64, description="Emails sent at once.")
+    email_claim_lease: float = Field(
+        default=120, gt=0, le=3600, description="Seconds a claimed email is reserved."
+    )
+    digest_hour: int = Field(
+        default=8, ge=0, le=23, description="UTC hour at which daily digests are sent."
+    )
+    scheduler_interval: float = Field(
+        default=5.0, gt=0, le=300, description="Seconds between the scheduler's looks."
+    )
+    prompt_catchup_limit: int = Field(
+        default=10,
+        ge=0,
+        le=10_000,
+        description="Missed due times of a prompt issued after downtime (the latest ones).",
+    )
+    scheduler_time_scale: float = Field(
+        default=1.0, gt=0, le=10_000, description="Tests and demos: the scheduler's clock speed."
+    )
+    scheduler_time_origin: AwareDatetime | None = Field(
+        default=None, description="Tests and demos: when the scaled clock starts (RFC 3339)."
+    )
     read_wait_timeout: float = Field(
         default=5.0,
         ge=0,
@@ -147,14 +184,14 @@ class Settings(BaseSettings):
             keys[key_id] = secret
         return keys
 
-    @field_validator("webhook_retry_schedule", mode="before")
+    @field_validator("webhook_retry_schedule", "email_retry_schedule", mode="before")
     @classmethod
     def _split_schedule(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("webhook_retry_schedule")
+    @field_validator("webhook_retry_schedule", "email_retry_schedule")
     @classmethod
     def _schedule_shape(cls, value: list[float]) -> list[float]:
         if not value or any(delay < 0 for delay in value):
@@ -167,6 +204,12 @@ class Settings(BaseSettings):
         if self.webhook_claim_lease <= self.webhook_timeout:
             raise ValueError(
                 "CHRONIK_WEBHOOK_CLAIM_LEASE must be longer than CHRONIK_WEBHOOK_TIMEOUT"
+            )
+        if self.email_claim_lease <= self.smtp_timeout:
+            raise ValueError("CHRONIK_EMAIL_CLAIM_LEASE must be longer than CHRONIK_SMTP_TIMEOUT")
+        if self.smtp_tls and self.smtp_starttls:
+            raise ValueError(
+                "CHRONIK_SMTP_TLS (implicit TLS) and CHRONIK_SMTP_STARTTLS exclude each other"
             )
         return self
 

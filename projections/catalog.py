@@ -7,6 +7,7 @@ from projections.audit_ledger import DEFAULT_CHECKPOINT_EVERY, LedgerProjection
 from projections.base import Projection
 from projections.entries import EntriesProjection
 from projections.event_feed import EventFeedProjection
+from projections.notification_preferences import NotificationPreferencesProjection
 from projections.prompts import PromptsProjection
 from projections.quotas import QuotasProjection
 from projections.sync import SyncProjection
@@ -28,6 +29,7 @@ def all_projections(
         PromptsProjection(),
         WebhooksProjection(),
         QuotasProjection(),
+        NotificationPreferencesProjection(),
         SyncProjection(),
         EventFeedProjection(),
         LedgerProjection(signer, checkpoint_every=checkpoint_every),

@@ -104,6 +104,7 @@ _CATALOG: Final[Mapping[str, PublicType]] = dict(
         _of(Prompt, "Created", "prompt.created", "text", "schedule", withheld=_TEAM),
         _of(Prompt, "Edited", "prompt.edited", "text", "schedule"),
         _of(Prompt, "Archived", "prompt.archived"),
+        _of(Prompt, "Issued", "prompt.issued", "due_at", "text"),
         # Secret ids name where the signing secrets are kept: internal, never
         # published. Fingerprints only tell secrets apart, so they are.
         _of(WebhookEndpoint, "Registered", "webhook.registered",
@@ -122,6 +123,8 @@ _CATALOG: Final[Mapping[str, PublicType]] = dict(
         # did could tell the team about an entry that is its author's alone.
         _of(MonthlyQuota, "ThresholdReached", "team.quota_threshold_reached",
             "threshold_percent", "used", "limit", "month", anonymous=True),
+        _of(MonthlyQuota, "Exhausted", "team.quota_exhausted",
+            "used", "limit", "month", anonymous=True),
     ]
 )  # fmt: skip
 

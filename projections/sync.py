@@ -120,7 +120,7 @@ def _entity_row(state: EntityState) -> dict[str, Any]:
 
 class SyncProjection(Projection):
     name = "sync"
-    version = 1
+    version = 2
     tables = ("sync_changes", "sync_horizon")
     ddl = DDL
 

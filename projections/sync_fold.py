@@ -24,7 +24,7 @@ __all__ = ["ENTITY_TOPICS", "EntityState", "entity_key", "fold_entity"]
 ENTITY_TOPICS: Final = frozenset(
     [topic_of(JournalEntry, e) for e in ("Created", "Edited", "VisibilityChanged", "Deleted")]
     + [topic_of(JournalEntry, "Restored")]
-    + [topic_of(Prompt, e) for e in ("Created", "Edited", "Archived")]
+    + [topic_of(Prompt, e) for e in ("Created", "Edited", "Archived", "Issued")]
     + [topic_of(Team, e) for e in ("Created", "MemberAdded", "MemberRoleChanged", "MemberRemoved")]
 )
 _ENTRY: Final = topic_of(JournalEntry, "")
@@ -135,6 +135,7 @@ def _fold_prompt(state: EntityState | None, fact: Fact) -> EntityState:
             "text": data["text"],
             "schedule": schedule_view,
             "archived": False,
+            "last_issued_at": None,
             "version": fact.version,
             "created_at": stamp,
             "updated_at": stamp,
@@ -146,6 +147,9 @@ def _fold_prompt(state: EntityState | None, fact: Fact) -> EntityState:
     state = _require(state, fact)
     if fact.name == "Edited":
         return _stamped(state, fact, text=data["text"], schedule=schedule_view)
+    if fact.name == "Issued":
+        # The version moves with it, so a synced client's If-Match stays current.
+        return _stamped(state, fact, last_issued_at=_iso(data["due_at"]))
     return _stamped(state, fact, archived=True)
 
 

@@ -16,6 +16,7 @@ from api.dependencies import ServicesDep
 from infra.bootstrap import Services
 from infra.event_store import head_position
 from infra.fanout_status import FanoutStatus, fanout_status
+from infra.notification_status import NotificationStatus, notification_status
 from projections.catalog import all_projections
 from projections.status import ProjectionStatus, statuses
 
@@ -31,6 +32,11 @@ def projection_statuses(services: Services) -> tuple[int, list[ProjectionStatus]
 def current_fanout_status(services: Services) -> FanoutStatus:
     with services.pool.connection() as conn:
         return fanout_status(conn)
+
+
+def current_notification_status(services: Services) -> NotificationStatus:
+    with services.pool.connection() as conn:
+        return notification_status(conn)
 
 
 class ProjectionCollector(Collector):
@@ -100,11 +106,45 @@ class FanoutCollector(Collector):
         )  # fmt: skip
 
 
+class NotificationCollector(Collector):
+    def __init__(self, status: NotificationStatus) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        s = self._status
+        yield CounterMetricFamily(
+            "chronik_notifications_created",
+            "Inbox notifications created.",
+            value=s.notifications_created,
+        )
+        yield CounterMetricFamily("chronik_emails_sent", "Emails sent.", value=s.emails_sent)
+        yield CounterMetricFamily(
+            "chronik_emails_failed",
+            "Emails given up on after their last retry.",
+            value=s.emails_failed,
+        )
+        yield CounterMetricFamily(
+            "chronik_email_attempts_failed",
+            "Email attempts that failed (each retry counts).",
+            value=s.email_attempts_failed,
+        )
+        yield GaugeMetricFamily(
+            "chronik_emails_pending", "Emails not yet sent or given up on.", value=s.emails_pending
+        )
+        yield GaugeMetricFamily(
+            "chronik_email_oldest_due_seconds",
+            "How long the longest-waiting due email has waited.",
+            value=s.email_oldest_due_seconds,
+        )  # fmt: skip
+
+
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(services: ServicesDep) -> Response:
     head, rows = await run_in_threadpool(projection_statuses, services)
     fanout = await run_in_threadpool(current_fanout_status, services)
+    notifications = await run_in_threadpool(current_notification_status, services)
     registry = CollectorRegistry()
     registry.register(ProjectionCollector(head, rows))
     registry.register(FanoutCollector(fanout))
+    registry.register(NotificationCollector(notifications))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -30,6 +30,11 @@ def test_readyz_and_metrics_report_each_projection(api: Api) -> None:
         'chronik_projection_lag{generation="',
         'chronik_projection_stalled{generation="',
         "chronik_projection_applied_events_total",
+        "chronik_notifications_created_total",
+        "chronik_emails_sent_total",
+        "chronik_emails_failed_total",
+        "chronik_email_attempts_failed_total",
+        "chronik_emails_pending",
     ):
         assert name in text, name
     assert 'projection="entries",state="active"} 0.0' in text  # not stalled

@@ -148,6 +148,7 @@ def test_prompts_list_newest_first_and_hide_archived_unless_asked(api: Api) -> N
         "text": "q1",
         "schedule": {"cron": "0 9 * * 1", "timezone": "UTC"},
         "archived": True,
+        "last_issued_at": None,
         "version": 2,
         "created_at": one.json()["data"]["created_at"],
         "updated_at": one.json()["data"]["updated_at"],

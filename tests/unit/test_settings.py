@@ -36,3 +36,25 @@ def test_allowed_networks_come_as_a_comma_separated_list(monkeypatch: pytest.Mon
     monkeypatch.setenv("CHRONIK_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8, ::1/128")
     settings = load_settings()
     assert settings.webhook_allowed_networks == [ip_network("127.0.0.0/8"), ip_network("::1/128")]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"email_claim_lease": 10, "smtp_timeout": 30}, "CHRONIK_EMAIL_CLAIM_LEASE"),
+        ({"smtp_tls": True, "smtp_starttls": True}, "exclude each other"),
+        ({"audit_signing_keys": "k1:short"}, "CHRONIK_AUDIT_SIGNING_KEYS"),
+        ({"scheduler_time_origin": "2026-11-25T00:00:00"}, "CHRONIK_SCHEDULER_TIME_ORIGIN"),
+    ],
+)
+def test_settings_that_cannot_work_together_are_refused(
+    overrides: dict[str, object], says: str
+) -> None:
+    with pytest.raises(SettingsError, match=says):
+        load_settings(**overrides)
+
+
+def test_audit_signing_keys_keep_their_order_and_hide_their_secrets() -> None:
+    settings = load_settings(audit_signing_keys="new:" + "n" * 32 + ",old:" + "o" * 32)
+    assert list(settings.audit_signing_keys) == ["new", "old"]
+    assert "nnnn" not in repr(settings)

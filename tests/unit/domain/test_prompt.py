@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from uuid import uuid4
 
 import pytest
@@ -7,7 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aggregates.base import Role
-from aggregates.errors import Forbidden, InvalidValue, NotFound, PromptArchived
+from aggregates.errors import (
+    DomainError,
+    Forbidden,
+    InvalidValue,
+    NotFound,
+    PromptAlreadyIssued,
+    PromptArchived,
+    PromptNotScheduled,
+)
 from aggregates.prompt import UNCHANGED, Prompt, Schedule, check_schedule
 from tests.unit.domain import actor_in, data, names, replay
 
@@ -176,3 +185,84 @@ def test_archived_prompts_cannot_be_edited_or_archived_again() -> None:
     with pytest.raises(PromptArchived):
         prompt.archive(ADMIN)
     assert names(prompt.collect_events()) == ["Created", "Archived"]
+
+
+NINE = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # 09:00 in Berlin
+
+
+def test_issue_records_the_due_time_and_the_text_of_that_moment() -> None:
+    prompt = new_prompt()
+    prompt.issue(NINE)
+    prompt.edit(ADMIN, text="And today?")
+    prompt.issue(NINE + timedelta(days=1))
+    events = prompt.collect_events()
+    assert names(events) == ["Created", "Issued", "Edited", "Issued"]
+    assert data(events[1]) == {"due_at": NINE, "text": "What did you learn?"}
+    assert data(events[3]) == {"due_at": NINE + timedelta(days=1), "text": "And today?"}
+    assert prompt.last_issued_at == NINE + timedelta(days=1)
+    assert replay(Prompt, events) == prompt
+
+
+def test_due_times_are_stored_in_utc_and_naive_ones_are_refused() -> None:
+    prompt = new_prompt()
+    prompt.issue(datetime(2026, 3, 2, 9, 0, tzinfo=timezone(timedelta(hours=1))))
+    assert prompt.last_issued_at == NINE
+    assert prompt.last_issued_at.tzinfo == UTC
+    with pytest.raises(InvalidValue):
+        prompt.issue(datetime(2026, 3, 3, 9, 0))  # noqa: DTZ001 - naive on purpose
+
+
+@pytest.mark.parametrize("offset", [timedelta(0), -timedelta(minutes=1), -timedelta(days=7)])
+def test_a_due_time_not_after_the_last_issued_one_is_refused(offset: timedelta) -> None:
+    prompt = new_prompt()
+    prompt.issue(NINE)
+    prompt.collect_events()
+    with pytest.raises(PromptAlreadyIssued) as caught:
+        prompt.issue(NINE + offset)
+    assert caught.value.details["last_issued_at"] == NINE.isoformat()
+    assert isinstance(caught.value, DomainError)
+    assert prompt.collect_events() == []
+    assert prompt.last_issued_at == NINE
+
+
+def test_two_schedulers_issuing_one_due_time_record_it_once() -> None:
+    """What the store's optimistic concurrency leads to: both load version 1,
+    both decide; one saves version 2, the other conflicts, loads again and is
+    refused by the guard."""
+    prompt = new_prompt()
+    history = prompt.collect_events()
+    first, second = replay(Prompt, history), replay(Prompt, history)
+    first.issue(NINE)
+    second.issue(NINE)
+    won = first.collect_events()
+    lost = second.collect_events()
+    assert [e.originator_version for e in won] == [e.originator_version for e in lost] == [2]
+    reloaded = replay(Prompt, [*history, *won])
+    with pytest.raises(PromptAlreadyIssued):
+        reloaded.issue(NINE)
+
+
+def test_a_prompt_without_a_schedule_or_archived_is_not_issued() -> None:
+    unscheduled = new_prompt(schedule=None)
+    with pytest.raises(PromptNotScheduled):
+        unscheduled.issue(NINE)
+    unscheduled.collect_events()
+    scheduled = new_prompt()
+    scheduled.edit(ADMIN, schedule=None)
+    with pytest.raises(PromptNotScheduled):
+        scheduled.issue(NINE)
+    archived = new_prompt()
+    archived.archive(ADMIN)
+    with pytest.raises(PromptArchived):
+        archived.issue(NINE)
+    assert "Issued" not in names([*scheduled.collect_events(), *archived.collect_events()])
+
+
+def test_a_due_time_computed_from_another_schedule_is_refused() -> None:
+    prompt = new_prompt()
+    prompt.edit(ADMIN, schedule=Schedule(cron="0 17 * * *", timezone="Europe/Berlin"))
+    prompt.collect_events()
+    with pytest.raises(PromptNotScheduled):
+        prompt.issue(NINE, schedule=DAILY)
+    prompt.issue(NINE, schedule=Schedule(cron="0 17 * * *", timezone="Europe/Berlin"))
+    assert names(prompt.collect_events()) == ["Issued"]

@@ -113,15 +113,47 @@ def test_a_lower_limit_mid_month_warns_on_the_next_entry() -> None:
         quota.reserve(uuid4(), limit=10_000)
     quota.collect_events()
     quota.reserve(uuid4(), limit=6)
-    assert names(quota.collect_events()) == ["EntryCounted", "ThresholdReached"]
+    # The sixth of six: the same entry also takes the last of the lower limit.
+    assert names(quota.collect_events()) == ["EntryCounted", "ThresholdReached", "Exhausted"]
+
+
+def test_the_entry_that_takes_the_last_of_the_limit_records_exhausted_once() -> None:
+    quota = MonthlyQuota.start(TEAM, "2025-03")
+    history: list[AnyEvent] = list(quota.collect_events())
+    for _ in range(9):
+        quota.reserve(uuid4(), limit=10)
+    history += quota.collect_events()
+    assert "Exhausted" not in names(history)
+    assert not quota.exhausted
+    quota.reserve(uuid4(), limit=10)
+    last = quota.collect_events()
+    assert names(last) == ["EntryCounted", "Exhausted"]
+    assert data(last[1]) == {"used": 10, "limit": 10, "month": "2025-03"}
+    assert quota.exhausted
+    history += last
+    # A higher limit later in the month lets more in, but the month was
+    # exhausted once: no second event when the new limit is used up too.
+    quota.reserve(uuid4(), limit=11)
+    assert names(quota.collect_events()) == ["EntryCounted"]
+    assert replay(MonthlyQuota, history).exhausted
+
+
+def test_a_limit_of_one_warns_and_is_exhausted_by_the_same_entry() -> None:
+    quota = MonthlyQuota.start(TEAM, "2025-03")
+    quota.collect_events()
+    quota.reserve(uuid4(), limit=1)
+    assert names(quota.collect_events()) == ["EntryCounted", "ThresholdReached", "Exhausted"]
 
 
 @given(st.lists(st.integers(min_value=0, max_value=30), max_size=80))
-def test_reserve_never_exceeds_the_limit_and_warns_at_most_once(limits: list[int]) -> None:
+def test_reserve_never_exceeds_the_limit_and_warns_and_exhausts_at_most_once(
+    limits: list[int],
+) -> None:
     quota = MonthlyQuota.start(TEAM, "2025-03")
     history: list[AnyEvent] = list(quota.collect_events())
     counted = 0
     should_warn = False
+    should_exhaust = False
     for limit in limits:
         before = quota.used
         refusal: QuotaExceeded | None = None
@@ -137,10 +169,13 @@ def test_reserve_never_exceeds_the_limit_and_warns_at_most_once(limits: list[int
             counted += 1
             assert quota.used == before + 1 <= limit
             should_warn = should_warn or quota.used * 100 >= limit * 90
+            should_exhaust = should_exhaust or quota.used >= limit
         history += quota.collect_events()
     assert quota.used == counted == names(history).count("EntryCounted")
     assert names(history).count("ThresholdReached") == (1 if should_warn else 0)
     assert quota.threshold_reached is should_warn
+    assert names(history).count("Exhausted") == (1 if should_exhaust else 0)
+    assert quota.exhausted is should_exhaust
     assert replay(MonthlyQuota, history) == quota
 
 

@@ -155,4 +155,24 @@ def full_history() -> History:
     webhook.enable(owner)
     webhook.delete(owner)
     history.add(owner, webhook)
+
+    return history
+
+
+def with_an_issued_prompt(history: History) -> History:
+    """``history`` and a prompt the scheduler issues, stamped as a system
+    command stamps it: the team, no actor."""
+    weekly = Prompt.create(
+        history.owner,
+        id=uuid4(),
+        text="Weekly?",
+        schedule=Schedule(cron="0 9 * * 1", timezone="UTC"),
+    )
+    history.add(history.owner, weekly)
+    weekly.issue(datetime(2026, 1, 5, 8, 0, tzinfo=UTC))
+    [issued] = history.add(None, weekly)
+    system = EventMetadata(team_id=history.owner.team_id, command="IssuePrompt")
+    history.facts[-1] = Fact(
+        issued.position, issued.topic, issued.event.model_copy(update={"metadata": system})
+    )
     return history

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
@@ -34,6 +35,8 @@ def test_created_stores_the_schedule_as_a_plain_mapping() -> None:
             "updated_at": prompt.created_on,
             "created_position": 1,
             "position": 1,
+            "last_issued_at": None,
+            "scheduled_since": prompt.created_on,
         }
     }
 
@@ -67,3 +70,35 @@ def test_an_edit_of_a_prompt_the_table_lacks_stops_the_fold() -> None:
     prompt.archive(ADMIN)
     with pytest.raises(MissingRow):
         fold_rows(PromptFold(), log.facts(prompt))
+
+
+def test_issues_move_the_version_and_the_last_due_time() -> None:
+    prompt = new_prompt()
+    due = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    prompt.issue(due)
+    prompt.issue(due + timedelta(weeks=1))
+    facts = Log().facts(prompt)
+    assert {f.topic for f in facts} <= PromptsProjection().topics
+    row = fold_rows(PromptFold(), facts)[(prompt.id,)]
+    assert row["last_issued_at"] == due + timedelta(weeks=1)
+    assert (row["version"], row["position"], row["updated_at"]) == (3, 3, prompt.modified_on)
+    assert row["text"] == "What went well?"
+    assert row["scheduled_since"] == prompt.created_on
+
+
+def test_scheduled_since_follows_changes_of_the_schedule_only() -> None:
+    prompt = Prompt.create(ADMIN, id=uuid4(), text="Unscheduled")
+    log = Log()
+    rows = fold_rows(PromptFold(), log.facts(prompt))
+    assert rows[(prompt.id,)]["scheduled_since"] is None
+    prompt.edit(ADMIN, schedule=WEEKLY)
+    scheduled_at = prompt.modified_on
+    prompt.edit(ADMIN, text="Still weekly")
+    rows = fold_rows(PromptFold(), log.facts(prompt), rows)
+    assert rows[(prompt.id,)]["scheduled_since"] == scheduled_at
+    prompt.edit(ADMIN, schedule=Schedule(cron="0 17 * * 5", timezone="UTC"))
+    rows = fold_rows(PromptFold(), log.facts(prompt), rows)
+    assert rows[(prompt.id,)]["scheduled_since"] == prompt.modified_on > scheduled_at
+    prompt.edit(ADMIN, schedule=None)
+    rows = fold_rows(PromptFold(), log.facts(prompt), rows)
+    assert rows[(prompt.id,)]["scheduled_since"] is None

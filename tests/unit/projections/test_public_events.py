@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
@@ -13,6 +14,7 @@ from eventsourcing.persistence import StoredEvent
 
 from aggregates.base import Actor, DomainEvent, EventMetadata, Role
 from aggregates.journal_entry import JournalEntry
+from aggregates.prompt import Prompt
 from aggregates.quota import MonthlyQuota
 from aggregates.team import Team
 from infra.serialization import OrjsonTranscoder, PydanticMapper
@@ -26,22 +28,26 @@ from projections.public_events import (
     public_type_of,
 )
 from tests.unit.projections import Log
-from tests.unit.projections.history import History, full_history
+from tests.unit.projections.history import History, full_history, with_an_issued_prompt
 
 EXPECTED_TYPES = [
     "entry.created", "entry.edited", "entry.deleted", "entry.restored",
     "entry.visibility_changed", "team.created", "team.renamed", "team.plan_changed",
     "team.member_added", "team.member_role_changed", "team.member_removed",
     "team.api_key_issued", "team.api_key_revoked", "prompt.created", "prompt.edited",
-    "prompt.archived", "webhook.registered", "webhook.updated", "webhook.secret_rotated",
-    "webhook.disabled", "webhook.enabled", "webhook.deleted", "team.quota_threshold_reached",
+    "prompt.archived", "prompt.issued", "webhook.registered", "webhook.updated",
+    "webhook.secret_rotated", "webhook.disabled", "webhook.enabled", "webhook.deleted",
+    "team.quota_threshold_reached", "team.quota_exhausted",
 ]  # fmt: skip
 INTERNAL = {topic_of(MonthlyQuota, "Started"), topic_of(MonthlyQuota, "EntryCounted")}
 
 
+DUE = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+
+
 @pytest.fixture(scope="module")
 def history() -> History:
-    return full_history()
+    return with_an_issued_prompt(full_history())
 
 
 def docs_by_type(history: History) -> dict[str, list[dict[str, Any]]]:
@@ -110,9 +116,10 @@ def test_every_type_publishes_exactly_its_fields(history: History) -> None:
         "prompt.created": [{
             "text": "What went well?",
             "schedule": {"cron": "0 9 * * 1", "timezone": "Europe/Berlin"},
-        }],
+        }, {"text": "Weekly?", "schedule": {"cron": "0 9 * * 1", "timezone": "UTC"}}],
         "prompt.edited": [{"text": "What did you learn?", "schedule": None}],
         "prompt.archived": [{}],
+        "prompt.issued": [{"due_at": "2026-01-05T08:00:00+00:00", "text": "Weekly?"}],
         "entry.created": [{
             "author_id": member, "title": "Private", "body": "b", "tags": ["a"],
             "visibility": "private", "prompt_id": str(h.prompt_id),
@@ -124,6 +131,7 @@ def test_every_type_publishes_exactly_its_fields(history: History) -> None:
         "team.quota_threshold_reached": [
             {"threshold_percent": 90, "used": 1, "limit": 1, "month": "2026-01"},
         ],
+        "team.quota_exhausted": [{"used": 1, "limit": 1, "month": "2026-01"}],
         "webhook.registered": [{
             "url": "https://hooks.example.org/in", "event_types": ["entry.created"],
             "description": "CI", "secret_fingerprint": keys.fingerprint(0),
@@ -252,4 +260,13 @@ def test_a_threshold_event_stored_before_it_had_a_month_is_published_with_one() 
     assert doc["team_id"] == str(team_id)
     assert doc["data"] == {"threshold_percent": 90, "used": 1, "limit": 1, "month": "2026-01"}
     # Whose entry crossed the threshold is not told (it may be a private one).
+    assert doc["actor"] is None
+
+
+def test_an_issued_prompt_names_its_team_and_no_actor(history: History) -> None:
+    [fact] = [f for f in history.facts if f.topic == topic_of(Prompt, "Issued")]
+    doc = public_event(fact)
+    assert doc is not None
+    assert doc["type"] == "prompt.issued"
+    assert doc["team_id"] == str(history.owner.team_id)
     assert doc["actor"] is None
