@@ -23,9 +23,9 @@ from aggregates.prompt import Prompt
 from aggregates.quota import MonthlyQuota
 from aggregates.team import Team
 from aggregates.webhook_endpoint import WebhookEndpoint
-from infra.audit_state import AGGREGATE_TYPES, json_ready
+from infra.audit_state import AGGREGATE_TYPES
 from projections.base import topic_of
-from projections.public_events import public_type_of
+from projections.public_events import json_ready, public_type_of
 from projections.reading import iso
 
 __all__ = [

@@ -11,13 +11,7 @@ fingerprint only (their secret ids name where the secrets are kept).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
-from decimal import Decimal
-from enum import Enum
 from typing import Any, Final
-from uuid import UUID
-
-from pydantic import BaseModel
 
 from aggregates.base import Aggregate
 from aggregates.journal_entry import JournalEntry
@@ -25,11 +19,10 @@ from aggregates.prompt import Prompt
 from aggregates.quota import MonthlyQuota
 from aggregates.team import Team
 from aggregates.webhook_endpoint import WebhookEndpoint
-from projections.reading import iso
+from projections.public_events import json_ready
 
 __all__ = [
     "AGGREGATE_TYPES",
-    "json_ready",
     "state_of",
 ]
 
@@ -41,27 +34,6 @@ AGGREGATE_TYPES: Final[Mapping[type[Aggregate], str]] = {
     WebhookEndpoint: "webhook",
     MonthlyQuota: "quota",
 }
-
-
-def json_ready(value: Any) -> Any:
-    """What orjson and jsonb both store the same way, whatever the field's type."""
-    # Unwrapped first: a StrEnum is a str, but its value is what is meant.
-    if isinstance(value, Enum):
-        value = value.value
-    elif isinstance(value, BaseModel):
-        value = value.model_dump()
-    match value:
-        case None | bool() | int() | float() | str():
-            return value
-        case UUID() | Decimal():
-            return str(value)
-        case datetime():
-            return iso(value)
-        case Mapping():
-            return {str(k): json_ready(v) for k, v in value.items()}
-        case list() | tuple() | set() | frozenset():
-            return [json_ready(v) for v in value]
-    raise TypeError(f"cannot give a {type(value).__name__} as JSON")
 
 
 def _entry(entry: JournalEntry) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Final
@@ -33,6 +33,7 @@ from aggregates.quota import MonthlyQuota
 from aggregates.team import Team
 from aggregates.webhook_endpoint import WebhookEndpoint
 from projections.base import Fact, topic_of
+from projections.reading import iso
 
 __all__ = [
     "ENTRY_TOPICS",
@@ -42,6 +43,7 @@ __all__ = [
     "PublicType",
     "UnknownTeam",
     "event_id",
+    "json_ready",
     "own_fields",
     "public_event",
     "public_type_of",
@@ -168,9 +170,9 @@ def public_event(fact: Fact) -> dict[str, Any] | None:
         "team_id": str(team_of(fact)),
         "aggregate_id": str(fact.aggregate_id),
         "aggregate_version": fact.version,
-        "occurred_at": _iso(fact.event.timestamp),
+        "occurred_at": iso(fact.event.timestamp),
         "actor": None if public.anonymous else _actor(fact),
-        "data": {name: _json_ready(data[name]) for name in public.fields},
+        "data": {name: json_ready(data[name]) for name in public.fields},
     }
 
 
@@ -196,13 +198,9 @@ def _actor(fact: Fact) -> dict[str, str | None] | None:
     return {"user_id": None if user_id is None else str(user_id), "key_id": metadata.actor_key_id}
 
 
-def _iso(value: datetime) -> str:
-    # As every other response gives times: ISO 8601 in UTC.
-    return value.astimezone(UTC).isoformat()
-
-
-def _json_ready(value: Any) -> Any:
-    """What orjson and jsonb both store the same way, whatever the event's types."""
+def json_ready(value: Any) -> Any:
+    """What orjson and jsonb both store the same way, whatever the field's type
+    (the audit trail shows event fields and aggregate states with it too)."""
     # Unwrapped first: a StrEnum is a str, but its value is what is meant.
     if isinstance(value, Enum):
         value = value.value
@@ -214,9 +212,9 @@ def _json_ready(value: Any) -> Any:
         case UUID() | Decimal():
             return str(value)
         case datetime():
-            return _iso(value)
+            return iso(value)
         case Mapping():
-            return {str(k): _json_ready(v) for k, v in value.items()}
+            return {str(k): json_ready(v) for k, v in value.items()}
         case list() | tuple() | set() | frozenset():
-            return [_json_ready(v) for v in value]
-    raise TypeError(f"cannot publish a {type(value).__name__}")
+            return [json_ready(v) for v in value]
+    raise TypeError(f"cannot give a {type(value).__name__} as JSON")
