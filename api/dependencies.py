@@ -12,11 +12,20 @@ from fastapi.concurrency import run_in_threadpool
 
 from aggregates.base import Actor
 from api.errors import ApiError
+from commands.auth import Authenticated
 from commands.context import CommandContext
 from commands.errors import Unauthenticated
 from infra.bootstrap import Services
 
-__all__ = ["CommandCtx", "CurrentActor", "OperatorToken", "ServicesDep", "TeamActor"]
+__all__ = [
+    "CommandCtx",
+    "CurrentActor",
+    "OperatorToken",
+    "ServicesDep",
+    "SignedIn",
+    "TeamActor",
+    "signed_in",
+]
 
 _IF_MATCH = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -39,9 +48,9 @@ def _bearer(authorization: str | None) -> str:
     return token.strip()
 
 
-async def current_actor(
+async def signed_in(
     services: ServicesDep, authorization: Annotated[str | None, Header()] = None
-) -> Actor:
+) -> Authenticated:
     token = _bearer(authorization)
     try:
         return await run_in_threadpool(services.authenticator.authenticate, token)
@@ -51,10 +60,19 @@ async def current_actor(
         ) from None
 
 
+SignedIn = Annotated[Authenticated, Depends(signed_in)]
+
+
+# The dependencies below do no I/O: async, so they run on the event loop
+# instead of costing each request a trip through the thread pool.
+async def current_actor(signed_in: SignedIn) -> Actor:
+    return signed_in.actor
+
+
 CurrentActor = Annotated[Actor, Depends(current_actor)]
 
 
-def team_actor(actor: CurrentActor, team_id: Annotated[UUID, Path()]) -> Actor:
+async def team_actor(actor: CurrentActor, team_id: Annotated[UUID, Path()]) -> Actor:
     # A key of another team learns nothing, not even that the team exists.
     if actor.team_id != team_id:
         raise ApiError(404, "NOT_FOUND", "team not found")
@@ -64,9 +82,11 @@ def team_actor(actor: CurrentActor, team_id: Annotated[UUID, Path()]) -> Actor:
 TeamActor = Annotated[Actor, Depends(team_actor)]
 
 
-def command_context(
+async def command_context(
     request: Request,
+    *,
     actor: TeamActor,
+    signed_in: SignedIn,
     idempotency_key: Annotated[str | None, Header()] = None,
     if_match: Annotated[str | None, Header()] = None,
     x_correlation_id: Annotated[str | None, Header()] = None,
@@ -87,6 +107,7 @@ def command_context(
         correlation_id=correlation or request_id,
         idempotency_key=idempotency_key,
         expected_version=expected_version,
+        team=signed_in.team,
     )
 
 

@@ -17,6 +17,7 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass
+from uuid import UUID
 
 from aggregates.base import Actor
 from aggregates.errors import UnknownKey
@@ -24,10 +25,28 @@ from aggregates.team import Team
 from commands.errors import Unauthenticated
 from commands.ports import EventStorePort
 
-__all__ = ["Authenticator", "NewKey", "hash_secret", "new_key", "parse_key", "verify_secret"]
+__all__ = [
+    "Authenticated",
+    "Authenticator",
+    "NewKey",
+    "hash_secret",
+    "new_key",
+    "parse_key",
+    "verify_secret",
+]
 
 _KEY = re.compile(r"^chk_([a-z0-9]{16})_([A-Za-z0-9_-]{20,128})$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# Keys whose team is remembered; past it the memory starts again (a bound, not LRU).
+MAX_CACHED_KEYS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    actor: Actor
+    # The team as it was when the key was checked: a command in the same request
+    # decides on it rather than loading it again.
+    team: Team
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +94,14 @@ class Authenticator:
     def __init__(self, store: EventStorePort) -> None:
         self._store = store
         self._verified: dict[str, bytes] = {}
+        # A key belongs to one team for ever (revocation is read from the team
+        # itself), so the index is asked once per key, not per request.
+        self._team_of_key: dict[str, UUID] = {}
         self._lock = threading.Lock()
 
-    def authenticate(self, token: str) -> Actor:
+    def authenticate(self, token: str) -> Authenticated:
         key_id, secret = parse_key(token)
-        team_id = self._store.team_of_key(key_id)
+        team_id = self._team_of(key_id)
         team = self._store.get(team_id, Team) if team_id is not None else None
         refused = Unauthenticated("the API key is not valid")
         if team is None:
@@ -91,7 +113,19 @@ class Authenticator:
         role = team.role_of(key.user_id)
         if key.revoked or role is None or not self._secret_ok(key_id, secret, key.secret_hash):
             raise refused
-        return Actor(user_id=key.user_id, role=role, team_id=team.id, key_id=key_id)
+        actor = Actor(user_id=key.user_id, role=role, team_id=team.id, key_id=key_id)
+        return Authenticated(actor, team)
+
+    def _team_of(self, key_id: str) -> UUID | None:
+        team_id = self._team_of_key.get(key_id)
+        if team_id is None:
+            team_id = self._store.team_of_key(key_id)
+            if team_id is not None:
+                with self._lock:
+                    if len(self._team_of_key) >= MAX_CACHED_KEYS:
+                        self._team_of_key.clear()
+                    self._team_of_key[key_id] = team_id
+        return team_id
 
     def _secret_ok(self, key_id: str, secret: str, secret_hash: str) -> bool:
         digest = hashlib.sha256(f"{key_id}:{secret_hash}:{secret}".encode()).digest()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from aggregates.base import Actor, EventMetadata, Role
+from aggregates.base import Actor, Aggregate, EventMetadata, Role
 
 __all__ = ["CommandContext"]
 
@@ -21,6 +21,9 @@ class CommandContext:
     expected_version: int | None = None
     # Chronik itself acts (e.g. disabling a failing webhook): no member, no key.
     system: bool = False
+    # The actor's team as authentication loaded it moments ago; a command's
+    # first attempt consults it instead of loading it again (a retry reloads).
+    team: Aggregate | None = None
 
     @classmethod
     def for_system(cls, team_id: UUID, *, correlation_id: str) -> CommandContext:

@@ -53,7 +53,8 @@ def create_entry(store: EventStorePort, ctx: CommandContext, command: CreateEntr
                 tags=command.tags,
                 visibility=command.visibility,
                 prompt_id=command.prompt_id,
-            )
+            ),
+            id_from_client=command.id is not None,
         )
         month = _month(datetime.now(UTC))
         # The quota aggregate is saved with the entry: two creates racing for
@@ -67,7 +68,9 @@ def create_entry(store: EventStorePort, ctx: CommandContext, command: CreateEntr
     # The request as the client sent it: a generated id must not make two
     # retries of one request look different to the Idempotency-Key check.
     payload = command.model_dump(mode="json")
-    return run_command(store, ctx, "CreateEntry", payload, decide)
+    # A team's new entries all change its month's quota: they take turns.
+    team_id = ctx.actor.team_id
+    return run_command(store, ctx, "CreateEntry", payload, decide, serialize_on=team_id)
 
 
 def edit_entry(

@@ -50,7 +50,8 @@ def create_prompt(
         prompt = session.add(
             Prompt.create(
                 ctx.actor, id=prompt_id, text=command.text, schedule=_schedule(command.schedule)
-            )
+            ),
+            id_from_client=command.id is not None,
         )
         return Decision({"id": str(prompt.id), "version": prompt.version}, prompt, 201)
 

@@ -72,7 +72,8 @@ def create_team(
                 owner_email=str(command.owner_email),
                 owner_display_name=command.owner_display_name
                 or str(command.owner_email).split("@")[0],
-            )
+            ),
+            id_from_client=False,
         )
         team.issue_api_key(
             owner, key_id=key.key_id, user_id=owner_id, name="owner", secret_hash=secret_hash

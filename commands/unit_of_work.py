@@ -7,7 +7,7 @@ import hashlib
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -16,6 +16,7 @@ import orjson
 from aggregates.base import Aggregate, NotFound
 from commands.context import CommandContext
 from commands.errors import AlreadyExists, IdempotencyMismatch, VersionConflict
+from commands.locks import KeyedLocks
 from commands.ports import Conflict, EventStorePort
 from commands.records import CommandRecord, IdempotencyRecorded
 
@@ -23,6 +24,7 @@ __all__ = ["CommandResult", "Session", "fingerprint", "load_in_team", "run_comma
 
 A = TypeVar("A", bound=Aggregate)
 MAX_ATTEMPTS = 60
+_TURNS = KeyedLocks()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,9 @@ class Session:
 
     def read(self, aggregate_id: UUID, cls: type[A], *, what: str) -> A:
         """Load an aggregate to consult, not to change: it is not saved."""
+        known = self.context.team
+        if isinstance(known, cls) and known.id == aggregate_id:
+            return known
         aggregate = load_in_team(self.store, aggregate_id, cls, self.context.actor.team_id)
         if aggregate is None:
             raise NotFound(f"{what} not found", id=str(aggregate_id))
@@ -81,9 +86,10 @@ class Session:
             self.loaded.append(aggregate)
         return aggregate
 
-    def add(self, aggregate: A) -> A:
-        """A new aggregate; a client-chosen id that is taken is refused."""
-        if self.store.get(aggregate.id, Aggregate) is not None:
+    def add(self, aggregate: A, *, id_from_client: bool) -> A:
+        """A new aggregate. A client-chosen id that is taken is refused; a
+        random id of our own cannot be taken, so it costs no lookup."""
+        if id_from_client and self.store.get(aggregate.id, Aggregate) is not None:
             raise AlreadyExists("that id is already taken", id=str(aggregate.id))
         self.loaded.append(aggregate)
         return aggregate
@@ -121,13 +127,34 @@ def run_command(
     name: str,
     payload: Any,
     decide: Callable[[Session], Decision],
+    *,
+    serialize_on: UUID | None = None,
 ) -> CommandResult:
+    """Decides and saves, again on fresh state after a lost race.
+
+    ``serialize_on``: an aggregate every such command changes (a team's monthly
+    quota, for each new entry). Commands of one process that share it take
+    turns instead of racing: racers would all decide on the same version, and
+    all but one would lose and decide again, over and over under load.
+    """
     team_id = context.actor.team_id
     request_fingerprint = fingerprint(name, payload)
     if context.idempotency_key is not None:
         replay = _replay(store, team_id, context.idempotency_key, request_fingerprint)
         if replay is not None:
             return replay
+    with _TURNS.held(serialize_on):
+        return _decide_and_save(store, context, name, request_fingerprint, decide)
+
+
+def _decide_and_save(
+    store: EventStorePort,
+    context: CommandContext,
+    name: str,
+    request_fingerprint: str,
+    decide: Callable[[Session], Decision],
+) -> CommandResult:
+    team_id = context.actor.team_id
     for attempt in range(MAX_ATTEMPTS):
         session = Session(store, context)
         decision = decide(session)
@@ -154,6 +181,7 @@ def run_command(
                 raise VersionConflict("the resource changed; reload it and retry") from None
             # Lost a race with nothing promised to the client: decide again on
             # fresh state, after a short random pause so racers spread out.
+            context = replace(context, team=None)
             time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter, not crypto
             continue
         position = positions[-1] if positions else store.head_position()

@@ -74,7 +74,8 @@ def register_webhook(
                 description=command.description,
                 secret_id=secret_id,
                 secret_fingerprint=fingerprint,
-            )
+            ),
+            id_from_client=False,
         )
         session.record(WebhookSecretStored(secret_id, endpoint_id, ctx.actor.team_id, secret))
         return Decision({"id": str(endpoint_id), "secret": secret}, endpoint, 201)

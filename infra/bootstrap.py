@@ -42,7 +42,9 @@ class Services:
             with self._event_store_lock:
                 if self._event_store is None:
                     self._event_store = open_event_store(
-                        self.target, pool_size=self.settings.db_pool_size
+                        self.target,
+                        pool_size=self.settings.db_pool_size,
+                        group_commit_max=self.settings.group_commit_max,
                     )
         return self._event_store
 

@@ -41,18 +41,20 @@ def _serve(settings: Settings) -> None:
 
     # By name, so infra does not import api: the app factory reads the same
     # settings from the environment.
-    config = uvicorn.Config(
+    # uvicorn.run, not Server.run: with http_workers > 1 it forks that many
+    # processes sharing the socket, each building its own app and pools.
+    uvicorn.run(
         "api.app:create_app",
         factory=True,
         host=settings.http_host,
         port=settings.http_port,
+        workers=settings.http_workers,
         log_config=None,
         access_log=False,
         lifespan="on",
         # A backstop: open event streams are ended on SIGINT/SIGTERM by the app.
         timeout_graceful_shutdown=10,
     )
-    uvicorn.Server(config).run()
 
 
 def _bootstrap(settings: Settings, args: argparse.Namespace) -> int:

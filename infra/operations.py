@@ -97,7 +97,11 @@ def run_worker(
     delivery, email) and the scheduler (scheduled prompts, daily digests).
     ``roles`` runs only some, so they can have processes (cores) of their own."""
     stop = stop or _stop_on_signals()
-    store = open_event_store(_target(settings), pool_size=settings.db_pool_size)
+    store = open_event_store(
+        _target(settings),
+        pool_size=settings.db_pool_size,
+        group_commit_max=settings.group_commit_max,
+    )
     services: list[Any] = []
     if "projections" in roles:
         if not settings.audit_signing_keys:

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     )
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
+    http_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="API server processes (`chronik api`); on 2 cores with PostgreSQL"
+        " elsewhere, 2. Each has its own pools and group committer.",
+    )
     data_dir: Path = Field(
         default=Path(".chronik"), description="Where the embedded servers keep data."
     )
@@ -63,6 +70,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    group_commit_max: int = Field(
+        default=64,
+        ge=1,
+        le=1024,
+        description="Commands one API or worker process appends in one transaction at most"
+        " (group commit); 1 gives every command a transaction of its own.",
+    )
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     projection_batch_size: int = Field(
         default=500, ge=1, le=50_000, description="Events a projection applies per transaction."

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, model_validator
 
-from api.dependencies import ServicesDep, current_actor
+from api.dependencies import ServicesDep, signed_in
 from api.errors import ApiError
 from api.responses import OrjsonResponse
 from infra import audit_verify
@@ -41,7 +41,7 @@ async def audit_reader(
         token.strip().encode(), expected.get_secret_value().encode()
     ):
         return
-    actor = await current_actor(services, authorization)
+    actor = (await signed_in(services, authorization)).actor
     if not actor.may_audit:
         raise ApiError(403, "FORBIDDEN", "owners, admins and auditors may read the audit chain")
 

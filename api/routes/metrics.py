@@ -1,5 +1,7 @@
-"""Prometheus metrics. Projection figures are read from the registry at scrape
-time, so every API process reports the same cluster-wide truth."""
+"""Prometheus metrics. Projection, fan-out and notification figures are read
+from the database at scrape time, so every API process reports the same
+cluster-wide truth; the event-store append figures (group commit) and the
+process figures are the answering process's own."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from collections.abc import Iterator
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -147,4 +149,6 @@ async def metrics(services: ServicesDep) -> Response:
     registry.register(ProjectionCollector(head, rows))
     registry.register(FanoutCollector(fanout))
     registry.register(NotificationCollector(notifications))
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    # Then this process's own: group commit, Python process and GC figures.
+    text = generate_latest(registry) + generate_latest(REGISTRY)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)

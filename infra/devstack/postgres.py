@@ -128,9 +128,10 @@ class EmbeddedPostgres:
              "--encoding=UTF8", "--locale=C", "--no-sync"]
         )  # fmt: skip
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, *, port: int | None = None) -> None:
+        """Starts the server on ``port`` (a restart keeps its clients' URL), or a free one."""
         self._init_cluster()
-        self.port = free_port()
+        self.port = port or free_port()
         log_path = self.data_dir / "logs" / "postgres.log"
         self.server = ServerProcess(
             "postgres",

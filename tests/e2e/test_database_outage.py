@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -16,6 +17,7 @@ from commands.models import CreateTeam
 from commands.teams import create_team
 from infra.db import PostgresTarget
 from infra.devstack.postgres import EmbeddedPostgres
+from infra.devstack.processes import wait_until
 from infra.event_store import open_event_store
 from infra.migrations import migrate
 from infra.settings import Settings
@@ -53,3 +55,17 @@ def test_commands_answer_503_while_the_database_is_down(
         assert during.headers["retry-after"] == "1"
         assert during.json()["error"]["code"] == "UNAVAILABLE"
         assert "Traceback" not in during.text
+
+        # Back on the same port: the pooled connections it broke are discarded
+        # as they fail, and commands succeed again without a restart of the API.
+        own_postgres.start(port=own_postgres.port)
+        retry = {**headers, "Idempotency-Key": "after-the-outage"}
+        wait_until(
+            lambda: client.post(url, json={"title": "after"}, headers=retry).status_code == 201,
+            timeout=5,
+            what="a command succeeding after the database came back",
+        )
+    # The command refused during the outage left nothing behind.
+    with psycopg.connect(own_postgres.url) as conn:
+        topics = [r[0] for r in conn.execute("SELECT topic FROM chronik_events").fetchall()]
+    assert sum(t.endswith("JournalEntry.Created") for t in topics) == 2

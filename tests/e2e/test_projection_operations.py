@@ -35,6 +35,9 @@ def test_readyz_and_metrics_report_each_projection(api: Api) -> None:
         "chronik_emails_failed_total",
         "chronik_email_attempts_failed_total",
         "chronik_emails_pending",
+        "chronik_event_store_append_batch_commands_count",
+        'chronik_event_store_append_seconds_bucket{le="',
+        "process_resident_memory_bytes",
     ):
         assert name in text, name
     assert 'projection="entries",state="active"} 0.0' in text  # not stalled

@@ -1,0 +1,227 @@
+"""Group commit: the commands that arrive while one append transaction runs
+share the next one.
+
+Every append must hold the event table's lock until it commits, so that
+positions are handed out in commit order (tailing readers never skip an
+event). One transaction per command therefore pays the lock, the round trips
+and the WAL flush once per command, serially. Here one thread per process owns
+the appends: it takes every command waiting for it, opens one transaction,
+locks the table once, NOTIFYs once, gives each command its own SAVEPOINT (a
+version conflict or a taken idempotency key rolls back that command alone),
+commits once, and then answers each caller with its own positions.
+
+Under no load a command waits for nobody (the thread takes it at once); under
+load the batch grows by itself to what arrived during the previous commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import structlog
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from prometheus_client import Histogram
+
+from commands.ports import Conflict, Unavailable
+from commands.records import CommandRecord
+from infra.command_records import write_records
+
+__all__ = ["APPEND_BATCH_SIZE", "APPEND_SECONDS", "GroupCommitter"]
+
+_log = structlog.get_logger(__name__)
+
+# One SAVEPOINT name reused: each command releases it and opens the next.
+START_COMMAND = b"SAVEPOINT command"
+NEXT_COMMAND = b"RELEASE SAVEPOINT command; SAVEPOINT command"
+UNDO_COMMAND = b"ROLLBACK TO SAVEPOINT command"
+# A batch that fails before its COMMIT is sent (a pooled connection that died,
+# the lock not granted in time) is tried again on a fresh connection; a failed
+# COMMIT is not, since the server may have committed it.
+BATCH_ATTEMPTS = 3
+# A caller never waits for ever on a committer that cannot answer.
+ANSWER_TIMEOUT = 60.0
+
+APPEND_BATCH_SIZE = Histogram(
+    "chronik_event_store_append_batch_commands",
+    "Commands appended per event-store transaction (group commit).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+APPEND_SECONDS = Histogram(
+    "chronik_event_store_append_seconds",
+    "Seconds from a command handing its events to the committer to its commit.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+
+@dataclass(slots=True)
+class _Append:
+    stored_events: Sequence[StoredEvent]
+    records: Sequence[CommandRecord]
+    answer: Future[list[int]] = field(default_factory=Future)
+
+
+class GroupCommitter:
+    """Appends commands' events in shared transactions; see the module docstring."""
+
+    def __init__(self, recorder: PostgresApplicationRecorder, *, max_batch: int) -> None:
+        self._recorder = recorder
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Append | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        self.transactions = 0  # append transactions run, for tests and reports
+
+    def append(
+        self, stored_events: Sequence[StoredEvent], records: Sequence[CommandRecord]
+    ) -> list[int]:
+        """The positions of ``stored_events``, once committed with ``records``.
+        Raises Conflict (this command alone lost a race) or Unavailable."""
+        item = _Append(stored_events, records)
+        started = time.perf_counter()
+        self._ensure_running()
+        self._queue.put(item)
+        try:
+            positions = item.answer.result(timeout=ANSWER_TIMEOUT)
+        except TimeoutError:
+            raise Unavailable("the event store did not answer in time") from None
+        APPEND_SECONDS.observe(time.perf_counter() - started)
+        return positions
+
+    @property
+    def waiting(self) -> int:
+        """Commands queued for the next transaction."""
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        with self._start_lock:
+            self._closed = True
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout=ANSWER_TIMEOUT)
+
+    def _ensure_running(self) -> None:
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._closed:
+                raise Unavailable("the event store is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="chronik-group-commit", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            APPEND_BATCH_SIZE.observe(len(batch))
+            self.transactions += 1
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Append]) -> None:
+        try:
+            outcomes = self._write_with_retries(batch)
+        except BaseException as exc:  # noqa: BLE001 - every caller must hear of it
+            failure = exc if isinstance(exc, Unavailable) else Unavailable(str(exc))
+            _log.warning("append batch failed", commands=len(batch), error=str(exc))
+            for item in batch:
+                item.answer.set_exception(failure)
+            return
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                item.answer.set_exception(outcome)
+            else:
+                item.answer.set_result(outcome)
+
+    def _write_with_retries(self, batch: list[_Append]) -> list[list[int] | Exception]:
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            try:
+                return self._write(batch)
+            except _BeforeCommit as failure:
+                if attempt == BATCH_ATTEMPTS:
+                    raise Unavailable(str(failure.__cause__)) from failure.__cause__
+                time.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _write(self, batch: list[_Append]) -> list[list[int] | Exception]:
+        recorder = self._recorder
+        # The library's pooled connections are in autocommit mode: the
+        # transaction is spelled out, so a failed COMMIT can be told apart.
+        with recorder.datastore.get_connection() as conn:
+            try:
+                conn.execute(b"BEGIN")
+                outcomes = self._statements(conn, batch)
+            except BaseException as exc:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(b"ROLLBACK")
+                if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                    raise _BeforeCommit() from exc
+                raise
+            try:
+                conn.execute(b"COMMIT")
+            except psycopg.Error as exc:
+                raise Unavailable(f"commit failed, outcome unknown: {exc}") from exc
+        return outcomes
+
+    def _statements(
+        self, conn: psycopg.Connection[Any], batch: list[_Append]
+    ) -> list[list[int] | Exception]:
+        recorder = self._recorder
+        outcomes: list[list[int] | Exception] = []
+        with conn.cursor() as curs:
+            recorder._lock_table(curs)  # the library's own lock statements
+            recorder._notify_channel(curs)
+            curs.execute(START_COMMAND)
+            for item in batch:
+                rows = [
+                    recorder.construct_pg_stored_event(
+                        e.originator_id, e.originator_version, e.topic, e.state
+                    )
+                    for e in item.stored_events
+                ]
+                try:
+                    curs.execute(recorder.insert_events_statement, (rows,))
+                    positions = [row["notification_id"] for row in curs.fetchall()]
+                    write_records(curs, item.records, positions)
+                    curs.execute(NEXT_COMMAND)
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    raise
+                except psycopg.Error as exc:
+                    # A unique violation (version, id, idempotency key) or bad
+                    # data: this command alone is undone; the batch goes on.
+                    curs.execute(UNDO_COMMAND)
+                    failure = Conflict(str(exc)) if isinstance(exc, psycopg.IntegrityError) else exc
+                    outcomes.append(failure)
+                    continue
+                outcomes.append(positions)
+        return outcomes
+
+
+class _BeforeCommit(Exception):
+    """The batch failed before its COMMIT was sent: nothing of it is stored."""

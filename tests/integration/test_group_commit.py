@@ -1,0 +1,172 @@
+"""Group commit on real PostgreSQL: commands that queue behind one transaction
+share the next, and each still succeeds or fails on its own."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+from eventsourcing.domain import event
+from eventsourcing.persistence import StoredEvent
+
+from aggregates.base import Aggregate, EventMetadata
+from commands.ports import Conflict
+from commands.records import IdempotencyRecorded
+from infra.devstack.processes import wait_until
+from infra.event_store import EVENTS_TABLE, EventStore
+from infra.group_commit import GroupCommitter
+
+TEAM = uuid.UUID(int=7)
+
+
+class Tally(Aggregate):
+    @event("Opened")
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.count = 0
+
+    @event("Counted")
+    def count_one(self) -> None:
+        self.count += 1
+
+
+def _stored(store: EventStore, tally: Tally) -> list[StoredEvent]:
+    metadata = EventMetadata(team_id=TEAM, command="Count")
+    stored = []
+    for pending in tally.collect_events():
+        assert isinstance(pending, Aggregate.Event)
+        stored.append(
+            store.mapper.to_stored_event(pending.model_copy(update={"metadata": metadata}))
+        )
+    return stored
+
+
+def _idempotency(key: str) -> IdempotencyRecorded:
+    return IdempotencyRecorded(
+        team_id=TEAM,
+        idempotency_key=key,
+        request_fingerprint="f",
+        status_code=201,
+        response={"data": {}},
+    )
+
+
+@contextmanager
+def _table_locked(database_url: str) -> Iterator[None]:
+    """Holds the event table's lock, so appends queue behind it."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
+        yield
+        conn.rollback()
+
+
+def _lock_waiters(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE relation = %s::regclass AND NOT granted",
+            (EVENTS_TABLE,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.fixture
+def committer(store: EventStore) -> Iterator[GroupCommitter]:
+    committer = GroupCommitter(store.recorder_, max_batch=64)
+    yield committer
+    committer.close()
+
+
+def test_queued_commands_share_one_transaction_and_fail_alone(
+    store: EventStore, committer: GroupCommitter, database_url: str
+) -> None:
+    first = Tally(label="first")
+    winner = Tally(label="raced")
+    store.save([winner], metadata=EventMetadata(team_id=TEAM))
+    loser = store.get(winner.id, Tally)
+    assert loser is not None
+    winner.count_one()
+    loser.count_one()  # the same version as the winner's: one of them must lose
+    bystander = Tally(label="bystander")
+    appends = [_stored(store, t) for t in (first, winner, loser, bystander)]
+
+    with ThreadPoolExecutor(4) as pool, _table_locked(database_url):
+        held: Future[list[int]] = pool.submit(committer.append, appends[0], ())
+        wait_until(lambda: _lock_waiters(database_url) == 1, timeout=10, what="first batch waits")
+        queued = [pool.submit(committer.append, a, ()) for a in appends[1:]]
+        wait_until(lambda: committer.waiting == 3, timeout=10, what="three commands queue")
+
+    assert held.result(timeout=10)
+    won = queued[0].result(timeout=10)
+    with pytest.raises(Conflict):
+        queued[1].result(timeout=10)
+    kept = queued[2].result(timeout=10)
+    # Four commands, two transactions: the three that queued went together,
+    # and the loser's rolled-back insert burned the position between the others.
+    assert committer.transactions == 2
+    assert kept[0] == won[-1] + 2
+    reloaded = store.get(winner.id, Tally)
+    assert reloaded is not None
+    assert reloaded.count == 1
+    assert store.get(bystander.id, Tally) is not None
+
+
+def test_a_taken_idempotency_key_undoes_that_command_s_events_only(
+    store: EventStore, committer: GroupCommitter, database_url: str
+) -> None:
+    one, two, three = Tally(label="one"), Tally(label="two"), Tally(label="three")
+    with ThreadPoolExecutor(4) as pool, _table_locked(database_url):
+        blocker = pool.submit(committer.append, _stored(store, Tally(label="blocker")), ())
+        wait_until(lambda: _lock_waiters(database_url) == 1, timeout=10, what="first batch waits")
+        first = pool.submit(committer.append, _stored(store, one), [_idempotency("k")])
+        wait_until(lambda: committer.waiting == 1, timeout=10, what="the first command queues")
+        second = pool.submit(committer.append, _stored(store, two), [_idempotency("k")])
+        third = pool.submit(committer.append, _stored(store, three), [_idempotency("other")])
+        wait_until(lambda: committer.waiting == 3, timeout=10, what="three commands queue")
+
+    blocker.result(timeout=10)
+    positions = first.result(timeout=10)
+    with pytest.raises(Conflict):
+        second.result(timeout=10)
+    assert third.result(timeout=10)
+    assert store.get(two.id, Tally) is None
+    stored = store.find_idempotent_response(TEAM, "k")
+    assert stored is not None
+    assert stored.response["position"] == positions[-1]
+
+
+def test_many_concurrent_saves_each_get_their_own_contiguous_positions(
+    store: EventStore,
+) -> None:
+    tallies = [Tally(label=f"t{n}") for n in range(200)]
+    for tally in tallies:
+        tally.count_one()
+        tally.count_one()
+    results: dict[uuid.UUID, list[int]] = {}
+    lock = threading.Lock()
+
+    def save(tally: Tally) -> None:
+        positions = store.save([tally], metadata=EventMetadata(team_id=TEAM))
+        with lock:
+            results[tally.id] = positions
+
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(save, tallies))
+
+    everything = sorted(p for ps in results.values() for p in ps)
+    assert len(everything) == len(set(everything)) == 600
+    for positions in results.values():
+        assert positions == list(range(positions[0], positions[0] + 3))
+    assert store.head_position() == everything[-1]
+
+
+def test_a_closed_committer_refuses_new_work(store: EventStore) -> None:
+    committer = GroupCommitter(store.recorder_, max_batch=8)
+    assert committer.append(_stored(store, Tally(label="before")), ())
+    committer.close()
+    with pytest.raises(Exception, match="closed"):
+        committer.append(_stored(store, Tally(label="after")), ())
