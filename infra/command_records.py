@@ -18,10 +18,13 @@ from commands.records import (
 
 __all__ = ["write_records"]
 
+# The response's position is the command's last event's: the last value the
+# position sequence gave this session, since the record follows the insert.
 INSERT_IDEMPOTENCY = """
 INSERT INTO idempotency_records
     (team_id, idempotency_key, request_fingerprint, status_code, response)
-VALUES (%s, %s, %s, %s, %s)
+VALUES (%s, %s, %s, %s, %s || jsonb_build_object('position',
+    currval(pg_get_serial_sequence('chronik_events', 'notification_id'))))
 """
 INSERT_KEY_INDEX = "INSERT INTO api_key_index (key_id, team_id) VALUES (%s, %s)"
 INSERT_WEBHOOK_SIGNER = """
@@ -30,16 +33,13 @@ INSERT INTO webhook_secrets (secret_id, endpoint_id, team_id, secret) VALUES (%s
 RETIRE_WEBHOOK_SIGNER = "UPDATE webhook_secrets SET valid_until = %s WHERE secret_id = %s"
 
 
-def write_records(
-    curs: Cursor[Any], records: Sequence[CommandRecord], positions: list[int]
-) -> None:
-    """Runs inside the events' transaction, after the insert, so a unique
-    violation here (a second use of an idempotency key) undoes the events too."""
+def write_records(curs: Cursor[Any], records: Sequence[CommandRecord]) -> None:
+    """Runs inside the events' transaction, right after their insert (so a
+    unique violation here, a second use of an idempotency key, undoes the
+    events too). Sends without reading back, so it can be pipelined."""
     for record in records:
         match record:
             case IdempotencyRecorded():
-                response = dict(record.response)
-                response["position"] = positions[-1] if positions else None
                 curs.execute(
                     INSERT_IDEMPOTENCY,
                     (
@@ -47,7 +47,7 @@ def write_records(
                         record.idempotency_key,
                         record.request_fingerprint,
                         record.status_code,
-                        Jsonb(response),
+                        Jsonb(record.response),
                     ),
                 )
             case ApiKeyIndexed():

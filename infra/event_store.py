@@ -84,7 +84,7 @@ class ChronikRecorder(PostgresApplicationRecorder):
         positions = list(super()._fetch_ids_after_insert_events(curs, stored_events) or [])
         records: Sequence[CommandRecord] = kwargs.get("records", ())
         if records:
-            write_records(curs, records, positions)
+            write_records(curs, records)
         return positions
 
 

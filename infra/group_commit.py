@@ -30,6 +30,7 @@ import structlog
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from prometheus_client import Histogram
+from psycopg.pq import TransactionStatus
 
 from commands.ports import Conflict, Unavailable
 from commands.records import CommandRecord
@@ -41,7 +42,7 @@ _log = structlog.get_logger(__name__)
 
 # One SAVEPOINT name reused: each command releases it and opens the next.
 START_COMMAND = b"SAVEPOINT command"
-NEXT_COMMAND = b"RELEASE SAVEPOINT command; SAVEPOINT command"
+RELEASE_COMMAND = b"RELEASE SAVEPOINT command"
 UNDO_COMMAND = b"ROLLBACK TO SAVEPOINT command"
 # A batch that fails before its COMMIT is sent (a pooled connection that died,
 # the lock not granted in time) is tried again on a fresh connection; a failed
@@ -170,13 +171,14 @@ class GroupCommitter:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _write(self, batch: list[_Append]) -> list[list[int] | Exception]:
-        recorder = self._recorder
         # The library's pooled connections are in autocommit mode: the
         # transaction is spelled out, so a failed COMMIT can be told apart.
-        with recorder.datastore.get_connection() as conn:
+        with self._recorder.datastore.get_connection() as conn:
             try:
-                conn.execute(b"BEGIN")
-                outcomes = self._statements(conn, batch)
+                with conn.pipeline() as pipeline:
+                    outcomes = self._statements(conn, pipeline, batch)
+                if conn.info.transaction_status != TransactionStatus.INTRANS:
+                    raise psycopg.InternalError("the append transaction was aborted")
             except BaseException as exc:
                 with contextlib.suppress(psycopg.Error):
                     conn.execute(b"ROLLBACK")
@@ -184,43 +186,86 @@ class GroupCommitter:
                     raise _BeforeCommit() from exc
                 raise
             try:
-                conn.execute(b"COMMIT")
+                committed = conn.execute(b"COMMIT").statusmessage == "COMMIT"
             except psycopg.Error as exc:
                 raise Unavailable(f"commit failed, outcome unknown: {exc}") from exc
+            if not committed:
+                raise Unavailable("the append transaction was rolled back")
         return outcomes
 
     def _statements(
-        self, conn: psycopg.Connection[Any], batch: list[_Append]
+        self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline, batch: list[_Append]
     ) -> list[list[int] | Exception]:
+        """Sends the whole batch in one pipeline, so the table lock is held for
+        about one round trip rather than several per command (each of which
+        also waits for this thread to get the GIL back from the request
+        threads). A command that fails makes the server skip the rest; the
+        failed one is undone to its SAVEPOINT and the rest are sent again."""
         recorder = self._recorder
-        outcomes: list[list[int] | Exception] = []
         with conn.cursor() as curs:
+            curs.execute(b"BEGIN")
             recorder._lock_table(curs)  # the library's own lock statements
             recorder._notify_channel(curs)
             curs.execute(START_COMMAND)
-            for item in batch:
-                rows = [
-                    recorder.construct_pg_stored_event(
-                        e.originator_id, e.originator_version, e.topic, e.state
-                    )
-                    for e in item.stored_events
-                ]
-                try:
-                    curs.execute(recorder.insert_events_statement, (rows,))
-                    positions = [row["notification_id"] for row in curs.fetchall()]
-                    write_records(curs, item.records, positions)
-                    curs.execute(NEXT_COMMAND)
-                except (psycopg.OperationalError, psycopg.InterfaceError):
-                    raise
-                except psycopg.Error as exc:
-                    # A unique violation (version, id, idempotency key) or bad
-                    # data: this command alone is undone; the batch goes on.
-                    curs.execute(UNDO_COMMAND)
-                    failure = Conflict(str(exc)) if isinstance(exc, psycopg.IntegrityError) else exc
-                    outcomes.append(failure)
-                    continue
-                outcomes.append(positions)
-        return outcomes
+        outcomes: list[list[int] | Exception | None] = [None] * len(batch)
+        todo = list(range(len(batch)))
+        while todo:
+            sent: list[tuple[int, psycopg.Cursor[Any], psycopg.Cursor[Any]]] = []
+            failure: psycopg.Error | None = None
+            try:
+                for i in todo:
+                    sent.append((i, *self._send(conn, batch[i])))
+                pipeline.sync()
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise
+            except psycopg.Error as exc:
+                # Raised by sync(), or by a send that found the error's result
+                # already in: the rest of this round was skipped or never sent.
+                failure = exc
+                with contextlib.suppress(psycopg.errors.PipelineAborted):
+                    pipeline.sync()
+            unsent = todo[len(sent) :]
+            released = [r.statusmessage is not None for _, _, r in sent]
+            failed_at = released.index(False) if not all(released) else len(sent)
+            for i, insert, _ in sent[:failed_at]:
+                outcomes[i] = [row["notification_id"] for row in insert.fetchall()]
+            if failure is None:
+                break
+            # Results come in order: the command that failed is the first whose
+            # SAVEPOINT was not released, or, if the error came back while a
+            # command was being sent, that one. It alone is undone (a unique
+            # violation: version, id or idempotency key); those after it go again.
+            rest = [i for i, _, _ in sent[failed_at:]] + unsent
+            if not rest:
+                raise failure
+            outcomes[rest[0]] = (
+                Conflict(str(failure)) if isinstance(failure, psycopg.IntegrityError) else failure
+            )
+            conn.execute(UNDO_COMMAND)
+            pipeline.sync()
+            todo = rest[1:]
+        return [o if o is not None else psycopg.InternalError("not sent") for o in outcomes]
+
+    def _send(
+        self, conn: psycopg.Connection[Any], item: _Append
+    ) -> tuple[psycopg.Cursor[Any], psycopg.Cursor[Any]]:
+        """Queues one command: its events, its records, then a new SAVEPOINT.
+        Returns the insert's cursor (the positions) and the one that releases
+        the command's SAVEPOINT (has a status only if all of it ran)."""
+        recorder = self._recorder
+        rows = [
+            recorder.construct_pg_stored_event(
+                e.originator_id, e.originator_version, e.topic, e.state
+            )
+            for e in item.stored_events
+        ]
+        insert = conn.cursor()
+        insert.execute(recorder.insert_events_statement, (rows,))
+        write_records(conn.cursor(), item.records)
+        released = conn.cursor()
+        released.execute(RELEASE_COMMAND)
+        conn.execute(START_COMMAND)
+        return insert, released
 
 
 class _BeforeCommit(Exception):

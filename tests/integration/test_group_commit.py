@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -74,9 +74,13 @@ def _lock_waiters(database_url: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _queued(committer: GroupCommitter, count: int) -> Callable[[], bool]:
+    return lambda: committer.waiting == count
+
+
 @pytest.fixture
 def committer(store: EventStore) -> Iterator[GroupCommitter]:
-    committer = GroupCommitter(store.recorder_, max_batch=64)
+    committer = GroupCommitter(store.recorder_, max_batch=512)
     yield committer
     committer.close()
 
@@ -170,3 +174,33 @@ def test_a_closed_committer_refuses_new_work(store: EventStore) -> None:
     committer.close()
     with pytest.raises(Exception, match="closed"):
         committer.append(_stored(store, Tally(label="after")), ())
+
+
+def test_a_long_batch_with_failures_anywhere_keeps_exactly_the_others(
+    store: EventStore, committer: GroupCommitter, database_url: str
+) -> None:
+    # Long enough that errors come back while later commands are still being
+    # sent, not only at the end of the round.
+    tallies = [Tally(label=f"t{n}") for n in range(300)]
+    keys = [f"k{n - 1}" if n % 7 == 3 else f"k{n}" for n in range(300)]
+    doomed = {n for n in range(300) if n % 7 == 3}
+    with ThreadPoolExecutor(301) as pool, _table_locked(database_url):
+        blocker = pool.submit(committer.append, _stored(store, Tally(label="blocker")), ())
+        wait_until(lambda: _lock_waiters(database_url) == 1, timeout=10, what="first batch waits")
+        answers = []
+        for n, tally in enumerate(tallies):
+            answers.append(
+                pool.submit(committer.append, _stored(store, tally), [_idempotency(keys[n])])
+            )
+            wait_until(_queued(committer, n + 1), timeout=10, what="each in its turn")
+
+    blocker.result(timeout=30)
+    for n, answer in enumerate(answers):
+        if n in doomed:
+            with pytest.raises(Conflict):
+                answer.result(timeout=30)
+            assert store.get(tallies[n].id, Tally) is None
+        else:
+            assert answer.result(timeout=30)
+            assert store.get(tallies[n].id, Tally) is not None
+    assert committer.transactions == 2
