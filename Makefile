@@ -37,6 +37,7 @@ clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
 
 bench: $(STAMP)
+	$(BIN)/python -m bench.commands $(ARGS)
 	$(BIN)/python -m bench.projections $(ARGS)
 	$(BIN)/python -m bench.sync $(ARGS)
 	$(BIN)/python -m bench.webhooks $(ARGS)
