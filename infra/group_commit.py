@@ -31,9 +31,10 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from prometheus_client import Histogram
 from psycopg.pq import TransactionStatus
+from psycopg.types.json import Jsonb
 
 from commands.ports import Conflict, Unavailable
-from commands.records import CommandRecord
+from commands.records import CommandRecord, IdempotencyRecorded
 from infra.command_records import write_records
 
 __all__ = ["APPEND_BATCH_SIZE", "APPEND_SECONDS", "GroupCommitter"]
@@ -44,6 +45,11 @@ _log = structlog.get_logger(__name__)
 START_COMMAND = b"SAVEPOINT command"
 RELEASE_COMMAND = b"RELEASE SAVEPOINT command"
 UNDO_COMMAND = b"ROLLBACK TO SAVEPOINT command"
+APPEND_COMMANDS = b"""
+SELECT command, positions, failure FROM chronik_append_commands(
+    %s::uuid[], %s::bigint[], %s::text[], %s::bytea[], %s::integer[],
+    %s::uuid[], %s::text[], %s::text[], %s::integer[], %s::jsonb[], %s::integer[], %s)
+"""
 # A batch that fails before its COMMIT is sent (a pooled connection that died,
 # the lock not granted in time) is tried again on a fresh connection; a failed
 # COMMIT is not, since the server may have committed it.
@@ -171,6 +177,33 @@ class GroupCommitter:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _write(self, batch: list[_Append]) -> list[list[int] | Exception]:
+        if all(isinstance(r, IdempotencyRecorded) for item in batch for r in item.records):
+            return self._write_in_one_statement(batch)
+        return self._write_in_one_pipeline(batch)
+
+    def _write_in_one_statement(self, batch: list[_Append]) -> list[list[int] | Exception]:
+        """The common batch (events, idempotency records): one statement, its
+        own transaction, so the table lock is held only while the server works.
+        If it fails, whether it committed is not known, unless the server says
+        it never got the lock."""
+        params = _append_parameters(batch)
+        with self._recorder.datastore.get_connection() as conn:
+            try:
+                rows = conn.execute(APPEND_COMMANDS, params).fetchall()
+            except psycopg.errors.LockNotAvailable as exc:
+                raise _BeforeCommit() from exc
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                raise Unavailable(f"append failed, outcome unknown: {exc}") from exc
+        outcomes: list[list[int] | Exception] = [Unavailable("no outcome")] * len(batch)
+        for row in rows:
+            failure = row["failure"]
+            outcomes[row["command"] - 1] = (
+                Conflict(failure) if failure is not None else list(row["positions"])
+            )
+        return outcomes
+
+    def _write_in_one_pipeline(self, batch: list[_Append]) -> list[list[int] | Exception]:
+        """Any batch (records of every kind): one pipeline, a SAVEPOINT each."""
         # The library's pooled connections are in autocommit mode: the
         # transaction is spelled out, so a failed COMMIT can be told apart.
         with self._recorder.datastore.get_connection() as conn:
@@ -266,6 +299,29 @@ class GroupCommitter:
         released.execute(RELEASE_COMMAND)
         conn.execute(START_COMMAND)
         return insert, released
+
+
+def _append_parameters(batch: list[_Append]) -> tuple[Any, ...]:
+    """The columns ``chronik_append_commands`` takes, each a list."""
+    columns: tuple[list[Any], ...] = tuple([] for _ in range(11))
+    ids, versions, topics, states, event_commands = columns[:5]
+    teams, keys, fingerprints, statuses, responses, idempotency_commands = columns[5:]
+    for number, item in enumerate(batch, start=1):
+        for stored in item.stored_events:
+            ids.append(stored.originator_id)
+            versions.append(stored.originator_version)
+            topics.append(stored.topic)
+            states.append(stored.state)
+            event_commands.append(number)
+        for record in item.records:
+            assert isinstance(record, IdempotencyRecorded)
+            teams.append(record.team_id)
+            keys.append(record.idempotency_key)
+            fingerprints.append(record.request_fingerprint)
+            statuses.append(record.status_code)
+            responses.append(Jsonb(record.response))
+            idempotency_commands.append(number)
+    return (*columns, len(batch))
 
 
 class _BeforeCommit(Exception):

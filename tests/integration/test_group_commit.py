@@ -16,7 +16,7 @@ from eventsourcing.persistence import StoredEvent
 
 from aggregates.base import Aggregate, EventMetadata
 from commands.ports import Conflict
-from commands.records import IdempotencyRecorded
+from commands.records import ApiKeyIndexed, CommandRecord, IdempotencyRecorded
 from infra.devstack.processes import wait_until
 from infra.event_store import EVENTS_TABLE, EventStore
 from infra.group_commit import GroupCommitter
@@ -74,6 +74,20 @@ def _lock_waiters(database_url: str) -> int:
     return int(row[0]) if row else 0
 
 
+@pytest.fixture(params=["one statement", "one pipeline"])
+def path(request: pytest.FixtureRequest) -> str:
+    """Which way a batch is written: events and idempotency records alone go
+    in one statement; any other record makes it a pipeline of SAVEPOINTs."""
+    return str(request.param)
+
+
+def _records(path: str, key: str | None = None) -> list[CommandRecord]:
+    records: list[CommandRecord] = [] if key is None else [_idempotency(key)]
+    if path == "one pipeline":
+        records.append(ApiKeyIndexed(uuid.uuid4().hex[:16], TEAM))
+    return records
+
+
 def _queued(committer: GroupCommitter, count: int) -> Callable[[], bool]:
     return lambda: committer.waiting == count
 
@@ -86,7 +100,7 @@ def committer(store: EventStore) -> Iterator[GroupCommitter]:
 
 
 def test_queued_commands_share_one_transaction_and_fail_alone(
-    store: EventStore, committer: GroupCommitter, database_url: str
+    store: EventStore, committer: GroupCommitter, database_url: str, path: str
 ) -> None:
     first = Tally(label="first")
     winner = Tally(label="raced")
@@ -99,9 +113,9 @@ def test_queued_commands_share_one_transaction_and_fail_alone(
     appends = [_stored(store, t) for t in (first, winner, loser, bystander)]
 
     with ThreadPoolExecutor(4) as pool, _table_locked(database_url):
-        held: Future[list[int]] = pool.submit(committer.append, appends[0], ())
+        held: Future[list[int]] = pool.submit(committer.append, appends[0], _records(path))
         wait_until(lambda: _lock_waiters(database_url) == 1, timeout=10, what="first batch waits")
-        queued = [pool.submit(committer.append, a, ()) for a in appends[1:]]
+        queued = [pool.submit(committer.append, a, _records(path)) for a in appends[1:]]
         wait_until(lambda: committer.waiting == 3, timeout=10, what="three commands queue")
 
     assert held.result(timeout=10)
@@ -120,16 +134,16 @@ def test_queued_commands_share_one_transaction_and_fail_alone(
 
 
 def test_a_taken_idempotency_key_undoes_that_command_s_events_only(
-    store: EventStore, committer: GroupCommitter, database_url: str
+    store: EventStore, committer: GroupCommitter, database_url: str, path: str
 ) -> None:
     one, two, three = Tally(label="one"), Tally(label="two"), Tally(label="three")
     with ThreadPoolExecutor(4) as pool, _table_locked(database_url):
         blocker = pool.submit(committer.append, _stored(store, Tally(label="blocker")), ())
         wait_until(lambda: _lock_waiters(database_url) == 1, timeout=10, what="first batch waits")
-        first = pool.submit(committer.append, _stored(store, one), [_idempotency("k")])
+        first = pool.submit(committer.append, _stored(store, one), _records(path, "k"))
         wait_until(lambda: committer.waiting == 1, timeout=10, what="the first command queues")
-        second = pool.submit(committer.append, _stored(store, two), [_idempotency("k")])
-        third = pool.submit(committer.append, _stored(store, three), [_idempotency("other")])
+        second = pool.submit(committer.append, _stored(store, two), _records(path, "k"))
+        third = pool.submit(committer.append, _stored(store, three), _records(path, "other"))
         wait_until(lambda: committer.waiting == 3, timeout=10, what="three commands queue")
 
     blocker.result(timeout=10)
@@ -177,7 +191,7 @@ def test_a_closed_committer_refuses_new_work(store: EventStore) -> None:
 
 
 def test_a_long_batch_with_failures_anywhere_keeps_exactly_the_others(
-    store: EventStore, committer: GroupCommitter, database_url: str
+    store: EventStore, committer: GroupCommitter, database_url: str, path: str
 ) -> None:
     # Long enough that errors come back while later commands are still being
     # sent, not only at the end of the round.
@@ -190,7 +204,7 @@ def test_a_long_batch_with_failures_anywhere_keeps_exactly_the_others(
         answers = []
         for n, tally in enumerate(tallies):
             answers.append(
-                pool.submit(committer.append, _stored(store, tally), [_idempotency(keys[n])])
+                pool.submit(committer.append, _stored(store, tally), _records(path, keys[n]))
             )
             wait_until(_queued(committer, n + 1), timeout=10, what="each in its turn")
 
