@@ -11,7 +11,9 @@ two baselines served the same way in the same run.
   aggregate: they serialise on it).
 
 Load comes from `bench.load` in a process of its own, closed-loop, the same
-generator for every row. Each server runs `CHRONIK_HTTP_WORKERS` processes.
+generator for every row. Each server runs `--workers` processes. The rows are
+measured in interleaved rounds (a slow spell of the machine hits all alike),
+and each row is its median round.
 
     python -m bench.commands [--quick] [--workers N]
 """
@@ -24,18 +26,21 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
 
+from bench.baselines import crud_app, eventsourcing_app
 from bench.common import fresh_database, run_and_report
 from bench.load import LoadJob, LoadResult, Target, run_load
 from infra.db import PostgresTarget
 from infra.devstack.processes import free_port, wait_until
 from infra.event_store import open_event_store
 from infra.settings import Settings
-from tests.projection_support import TeamFixture, create_team
+from tests.projection_support import create_team
 
 CONNECTIONS = 32
 BODY = {"body": "A day's notes, long enough to be a real entry. " * 8, "tags": ["bench"]}
@@ -93,37 +98,38 @@ def _row(name: str, result: LoadResult, rss_mb: float) -> dict[str, Any]:
     }
 
 
-def _measure(
-    name: str, argv: list[str], env: dict[str, str], targets: list[Target], seconds: float
-) -> dict[str, Any]:
-    port = (
-        int(argv[argv.index("--port") + 1]) if "--port" in argv else int(env["CHRONIK_HTTP_PORT"])
-    )
-    with _serving(argv, env, port) as pid:
-        result = run_load(LoadJob(port=port, targets=targets, seconds=seconds, body=BODY))
+@dataclass(frozen=True)
+class Server:
+    """One row of the table: how to start it, and where its load goes."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    port: int
+    targets: list[Target]
+
+
+def _measure(server: Server, seconds: float) -> dict[str, Any]:
+    with _serving(server.argv, server.env, server.port) as pid:
+        job = LoadJob(port=server.port, targets=server.targets, seconds=seconds, body=BODY)
+        result = run_load(job)
         rss = peak_rss_mb(pid)
-    return _row(name, result, rss)
+    return _row(server.name, result, rss)
 
 
-def _chronik_targets(teams: list[TeamFixture]) -> list[Target]:
-    return [
-        Target(
-            path=f"/v1/teams/{teams[n % len(teams)].team_id}/entries",
-            headers={"authorization": f"Bearer {teams[n % len(teams)].owner_key}"},
-        )
-        for n in range(CONNECTIONS)
-    ]
+def _baseline(
+    name: str, app: ModuleType, variable: str, settings: Settings, workers: int
+) -> Server:
+    url = fresh_database(settings)
+    app.prepare(url)
+    port = free_port()
+    argv = _uvicorn(f"{app.__name__}:create_app", port, workers)
+    return Server(name, argv, {variable: url}, port, [Target("/entries", {})] * CONNECTIONS)
 
 
 def _chronik(
-    name: str,
-    settings: Settings,
-    *,
-    workers: int,
-    teams: int,
-    group_commit_max: int,
-    seconds: float,
-) -> dict[str, Any]:
+    name: str, settings: Settings, *, workers: int, teams: int, group_commit_max: int
+) -> Server:
     url = fresh_database(settings)
     store = open_event_store(PostgresTarget.from_url(url), pool_size=2)
     fixtures = [create_team(store, f"Bench {n}") for n in range(teams)]
@@ -137,58 +143,49 @@ def _chronik(
         "CHRONIK_GROUP_COMMIT_MAX": str(group_commit_max),
         "CHRONIK_LOG_LEVEL": "WARNING",
     }
-    return _measure(name, ["infra.cli", "api"], env, _chronik_targets(fixtures), seconds)
+    targets = [
+        Target(
+            path=f"/v1/teams/{fixtures[n % teams].team_id}/entries",
+            headers={"authorization": f"Bearer {fixtures[n % teams].owner_key}"},
+        )
+        for n in range(CONNECTIONS)
+    ]
+    return Server(name, ["infra.cli", "api"], env, port, targets)
 
 
-def commands(settings: Settings, seconds: float, workers: int) -> list[dict[str, Any]]:
-    plain = [Target(path="/entries", headers={})] * CONNECTIONS
-    rows = []
-    port = free_port()
-    rows.append(
-        _measure(
-            "(a) CRUD baseline",
-            _uvicorn("bench.baselines.crud_app:create_app", port, workers),
-            {"CRUD_DATABASE_URL": fresh_database(settings)},
-            plain,
-            seconds,
-        )
-    )
-    port = free_port()
-    rows.append(
-        _measure(
-            "(b) plain eventsourcing",
-            _uvicorn("bench.baselines.eventsourcing_app:create_app", port, workers),
-            {"PLAIN_DATABASE_URL": fresh_database(settings)},
-            plain,
-            seconds,
-        )
-    )
+def commands(settings: Settings, seconds: float, workers: int, rounds: int) -> list[dict[str, Any]]:
+    servers = [
+        _baseline("(a) CRUD baseline", crud_app, "CRUD_DATABASE_URL", settings, workers),
+        _baseline(
+            "(b) plain eventsourcing", eventsourcing_app, "PLAIN_DATABASE_URL", settings, workers
+        ),
+    ]
     for name, teams, group_commit_max in (
         ("chronik, 32 teams", CONNECTIONS, 64),
         ("chronik, 32 teams, no group commit", CONNECTIONS, 1),
         ("chronik, 1 team", 1, 64),
     ):
-        row = _chronik(
-            name,
-            settings,
-            workers=workers,
-            teams=teams,
-            group_commit_max=group_commit_max,
-            seconds=seconds,
+        servers.append(
+            _chronik(
+                name, settings, workers=workers, teams=teams, group_commit_max=group_commit_max
+            )
         )
-        rows.append(row)
-    crud, es, chronik = (
-        rows[0]["requests_per_s"],
-        rows[1]["requests_per_s"],
-        rows[2]["requests_per_s"],
-    )
+    runs: dict[str, list[dict[str, Any]]] = {server.name: [] for server in servers}
+    for _ in range(rounds):
+        for server in servers:
+            runs[server.name].append(_measure(server, seconds))
+    rows = [sorted(r, key=lambda row: row["requests_per_s"])[len(r) // 2] for r in runs.values()]
+    crud, plain, chronik = (row["requests_per_s"] for row in rows[:3])
     return [
         {
             "scenario": f"B1 commands ({CONNECTIONS} connections, {seconds:.0f} s,"
-            f" {workers} server process(es) each)",
+            f" {workers} server process(es) each, median of {rounds} round(s))",
             **{row["server"]: _summary(row) for row in rows},
             "chronik / CRUD": round(chronik / crud, 2),
-            "chronik / plain eventsourcing": round(chronik / es, 2),
+            "chronik / plain eventsourcing": round(chronik / plain, 2),
+            "requests/s in each round": {
+                name: [row["requests_per_s"] for row in measured] for name, measured in runs.items()
+            },
         }
     ]
 
@@ -206,8 +203,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="CI-sized runs")
     parser.add_argument("--workers", type=int, default=2, help="server processes for each app")
     args = parser.parse_args()
-    seconds = 5.0 if args.quick else 20.0
-    run_and_report("commands", lambda settings: commands(settings, seconds, args.workers))
+    seconds, rounds = (5.0, 1) if args.quick else (20.0, 3)
+    run_and_report("commands", lambda settings: commands(settings, seconds, args.workers, rounds))
 
 
 if __name__ == "__main__":

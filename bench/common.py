@@ -34,6 +34,8 @@ __all__ = [
 
 RESULTS = Path(__file__).parent / "results"
 Result = dict[str, Any]
+# Databases made by this run, dropped when it ends (server URL, name).
+_MADE: list[tuple[str, str]] = []
 
 
 def fresh_database(settings: Settings) -> str:
@@ -42,6 +44,7 @@ def fresh_database(settings: Settings) -> str:
     name = f"chronik_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(target.conninfo(), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    _MADE.append((target.conninfo(), name))
     url = target.with_dbname(name).url()
     migrate(PostgresTarget.from_url(url).conninfo())
     return url
@@ -70,6 +73,14 @@ def timed_rebuild(log: SeededLog, projection: str) -> float:
     return time.perf_counter() - started
 
 
+def _drop_made_databases() -> None:
+    while _MADE:
+        conninfo, name = _MADE.pop()
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+            conn.execute(drop.format(sql.Identifier(name)))
+
+
 def run_and_report(name: str, scenarios: Callable[[Settings], list[Result]]) -> None:
     """Run ``scenarios`` against CHRONIK_DATABASE_URL/NATS_URL, or embedded
     servers when unset; write JSON to bench/results and a table to stdout."""
@@ -81,6 +92,7 @@ def run_and_report(name: str, scenarios: Callable[[Settings], list[Result]]) -> 
     try:
         results = scenarios(settings)
     finally:
+        _drop_made_databases()
         if stack is not None:
             stack.stop()
     RESULTS.mkdir(exist_ok=True)

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import psycopg
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from psycopg.types.json import Jsonb
@@ -36,14 +37,18 @@ class NewEntry(BaseModel):
     tags: list[str] = Field(default_factory=list, max_length=20)
 
 
+def prepare(url: str) -> None:
+    """Creates the table before the server's processes start (they would race)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(CREATE_TABLE)
+
+
 def create_app() -> FastAPI:
     pool = ConnectionPool(os.environ["CRUD_DATABASE_URL"], min_size=10, max_size=10, open=False)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(pool.open, True)
-        with pool.connection() as conn:
-            conn.execute(CREATE_TABLE)
         yield
         pool.close()
 

@@ -55,8 +55,13 @@ def _env(url: str) -> dict[str, str]:
         "POSTGRES_PASSWORD": target.password,
         "POSTGRES_DBNAME": target.dbname,
         "POSTGRES_POOL_SIZE": "10",
-        "CREATE_TABLE": "y",
+        "CREATE_TABLE": "n",
     }
+
+
+def prepare(url: str) -> None:
+    """Creates the tables before the server's processes start (they would race)."""
+    PlainJournal(_env(url) | {"CREATE_TABLE": "y"}).close()
 
 
 def create_app() -> FastAPI:
