@@ -1,7 +1,7 @@
 """The load generator every HTTP scenario uses, for both sides of a ratio.
 
-It runs in a process of its own (``python -m bench.load`` reads a job as JSON
-on stdin and writes the result as JSON on stdout), so its CPU is not the
+It runs in a process of its own (``python -m bench.load OUT`` reads a job as
+JSON on stdin and writes the result as JSON to OUT), so its CPU is not the
 server's. Each connection is a keep-alive socket speaking hand-written
 HTTP/1.1 on uvloop, closed-loop: send, read the whole answer, send the next.
 """
@@ -12,9 +12,11 @@ import asyncio
 import json
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -61,14 +63,14 @@ class LoadResult:
 
 def run_load(job: LoadJob) -> LoadResult:
     """Runs ``job`` in a separate process and returns what it measured."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.load"],
-        input=json.dumps(asdict(job)).encode(),
-        capture_output=True,
-        check=True,
-        timeout=job.seconds + job.warmup_seconds + 120,
-    )
-    return LoadResult(**json.loads(done.stdout))
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        subprocess.run(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "bench.load", out.name],
+            input=json.dumps(asdict(job)).encode(),
+            check=True,
+            timeout=job.seconds + job.warmup_seconds + 120,
+        )
+        return LoadResult(**json.loads(Path(out.name).read_text()))
 
 
 async def _read_answer(reader: asyncio.StreamReader) -> bytes:
@@ -115,7 +117,9 @@ def main() -> None:
     raw = json.loads(sys.stdin.read())
     job = LoadJob(**raw | {"targets": [Target(**t) for t in raw["targets"]]})
     result = uvloop.run(_run(job))
-    sys.stdout.write(json.dumps(asdict(result)))
+    # A file, not stdout: the event loop may leave stdout non-blocking, and a
+    # large write to a pipe would then be cut short.
+    Path(sys.argv[1]).write_text(json.dumps(asdict(result)))
 
 
 if __name__ == "__main__":
