@@ -130,6 +130,19 @@ class GroupCommitter:
                 self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._commit_until_closed()
+        finally:
+            # A command that raced close() and queued behind the end is told so.
+            while True:
+                try:
+                    late = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if late is not None:
+                    late.answer.set_exception(Unavailable("the event store is closed"))
+
+    def _commit_until_closed(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
