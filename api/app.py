@@ -32,6 +32,7 @@ from api.routes import (
 )
 from api.sse import install_shutdown_signals
 from infra.bootstrap import open_services
+from infra.memory import bound_malloc
 from infra.projection_wiring import connector
 from infra.settings import Settings, load_settings
 
@@ -40,6 +41,8 @@ __all__ = ["create_app"]
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; with no settings given, read them from the environment."""
+    # In every server process: uvicorn starts its workers afresh.
+    bound_malloc()
     settings = settings or load_settings()
 
     @asynccontextmanager

@@ -37,6 +37,11 @@ __all__ = [
 
 _KEY = re.compile(r"^chk_([a-z0-9]{16})_([A-Za-z0-9_-]{20,128})$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# scrypt takes 16 MiB and tens of milliseconds per check, outside the GIL: 32
+# first requests at once took an API process to ~450 MB (bench B1), and wrong
+# secrets, never remembered, could do so at will. At most this many at once.
+SCRYPT_AT_ONCE = 4
+_SCRYPT_SLOTS = threading.BoundedSemaphore(SCRYPT_AT_ONCE)
 # Keys whose team is remembered; past it the memory starts again (a bound, not LRU).
 MAX_CACHED_KEYS = 100_000
 
@@ -133,7 +138,9 @@ class Authenticator:
             known = self._verified.get(key_id)
         if known is not None and hmac.compare_digest(known, digest):
             return True
-        if not verify_secret(secret, secret_hash):
+        with _SCRYPT_SLOTS:
+            verified = verify_secret(secret, secret_hash)
+        if not verified:
             return False
         with self._lock:
             self._verified[key_id] = digest

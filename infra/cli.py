@@ -18,6 +18,7 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from aggregates.base import DomainError
 from infra.devstack.stack import StackAlreadyRunning
 from infra.logging import configure_logging, redact
+from infra.memory import bound_malloc
 from infra.operations import OperationError
 from infra.settings import Settings, SettingsError, load_settings
 
@@ -323,6 +324,7 @@ def _failure(exc: Exception) -> tuple[int, str] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    bound_malloc()  # before anything allocates much
     args = _parser().parse_args(argv)
     _, command = _COMMANDS[args.command]
     try:

@@ -1,0 +1,73 @@
+"""scrypt checks are bounded: each takes 16 MiB and tens of milliseconds, and
+wrong secrets are never remembered, so many at once must queue."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+import commands.auth
+from aggregates.base import Actor, Role
+from aggregates.team import Team
+from commands.auth import SCRYPT_AT_ONCE, Authenticator, new_key
+from commands.errors import Unauthenticated
+from infra.devstack.processes import wait_until
+
+
+class OneTeam:
+    def __init__(self, team: Team, key_id: str) -> None:
+        self.team, self.key_id = team, key_id
+
+    def get(self, aggregate_id: UUID, cls: type[Any]) -> Any:
+        return self.team if aggregate_id == self.team.id else None
+
+    def team_of_key(self, key_id: str) -> UUID | None:
+        return self.team.id if key_id == self.key_id else None
+
+
+def test_no_more_than_a_few_secrets_are_checked_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    owner = uuid.uuid4()
+    team = Team.create(
+        id=uuid.uuid4(), name="Crew", plan="free", owner_user_id=owner,
+        owner_email="o@example.org", owner_display_name="Olga",
+    )  # fmt: skip
+    key = new_key()
+    actor = Actor(owner, Role.OWNER, team.id)
+    team.issue_api_key(actor, key_id=key.key_id, user_id=owner, name="k", secret_hash="scrypt$x")
+    inside, most, release = [0], [0], threading.Event()
+    lock = threading.Lock()
+
+    def slow_verify(secret: str, stored: str) -> bool:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        release.wait(timeout=10)
+        with lock:
+            inside[0] -= 1
+        return False
+
+    monkeypatch.setattr(commands.auth, "verify_secret", slow_verify)
+    authenticator = Authenticator(OneTeam(team, key.key_id))  # type: ignore[arg-type]
+    refused: list[bool] = []
+
+    def sign_in(n: int) -> None:
+        try:
+            authenticator.authenticate(f"chk_{key.key_id}_wrong-secret-{n:016d}")
+        except Unauthenticated:
+            refused.append(True)
+
+    threads = [threading.Thread(target=sign_in, args=(n,)) for n in range(3 * SCRYPT_AT_ONCE)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: inside[0] == SCRYPT_AT_ONCE, timeout=10, what="the slots filled")
+    threads[-1].join(timeout=0.2)  # bounded: the rest must still be queued
+    assert most[0] == SCRYPT_AT_ONCE
+    release.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(refused) == 3 * SCRYPT_AT_ONCE
+    assert most[0] == SCRYPT_AT_ONCE
