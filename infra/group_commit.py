@@ -48,7 +48,7 @@ UNDO_COMMAND = b"ROLLBACK TO SAVEPOINT command"
 APPEND_COMMANDS = b"""
 SELECT command, positions, failure FROM chronik_append_commands(
     %s::uuid[], %s::bigint[], %s::text[], %s::bytea[], %s::integer[],
-    %s::uuid[], %s::text[], %s::text[], %s::integer[], %s::jsonb[], %s::integer[], %s)
+    %s::uuid[], %s::text[], %s::text[], %s::integer[], %s::jsonb[], %s::integer[], %s, %s)
 """
 # A batch that fails before its COMMIT is sent (a pooled connection that died,
 # the lock not granted in time) is tried again on a fresh connection; a failed
@@ -199,20 +199,25 @@ class GroupCommitter:
         own transaction, so the table lock is held only while the server works.
         If it fails, whether it committed is not known, unless the server says
         it never got the lock."""
-        params = _append_parameters(batch)
-        with self._recorder.datastore.get_connection() as conn:
+        datastore = self._recorder.datastore
+        params = (*_append_parameters(batch), datastore.lock_timeout)
+        with datastore.get_connection() as conn:
             try:
                 rows = conn.execute(APPEND_COMMANDS, params).fetchall()
             except psycopg.errors.LockNotAvailable as exc:
                 raise _BeforeCommit() from exc
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 raise Unavailable(f"append failed, outcome unknown: {exc}") from exc
-        outcomes: list[list[int] | Exception] = [Unavailable("no outcome")] * len(batch)
-        for row in rows:
-            failure = row["failure"]
-            outcomes[row["command"] - 1] = (
-                Conflict(failure) if failure is not None else list(row["positions"])
-            )
+        by_command = {row["command"]: row for row in rows}
+        outcomes: list[list[int] | Exception] = []
+        for number in range(1, len(batch) + 1):
+            row = by_command.get(number)
+            if row is None:
+                outcomes.append(Unavailable("append gave no outcome for this command"))
+            elif row["failure"] is not None:
+                outcomes.append(Conflict(row["failure"]))
+            else:
+                outcomes.append(list(row["positions"]))
         return outcomes
 
     def _write_in_one_pipeline(self, batch: list[_Append]) -> list[list[int] | Exception]:
@@ -315,7 +320,7 @@ class GroupCommitter:
 
 
 def _append_parameters(batch: list[_Append]) -> tuple[Any, ...]:
-    """The columns ``chronik_append_commands`` takes, each a list."""
+    """The columns ``chronik_append_commands`` takes, each a list, and the count."""
     columns: tuple[list[Any], ...] = tuple([] for _ in range(11))
     ids, versions, topics, states, event_commands = columns[:5]
     teams, keys, fingerprints, statuses, responses, idempotency_commands = columns[5:]

@@ -4,7 +4,8 @@
 -- Each command runs in a block of its own (a subtransaction): a unique
 -- violation (a version or id taken, an idempotency key used) undoes that
 -- command alone and is reported as its failure. It takes the same lock the
--- eventsourcing library takes, so positions are handed out in commit order.
+-- eventsourcing library takes, with the caller's lock timeout (the library's),
+-- so positions are handed out in commit order.
 CREATE FUNCTION chronik_append_commands(
     p_originator_ids uuid[],
     p_originator_versions bigint[],
@@ -17,14 +18,15 @@ CREATE FUNCTION chronik_append_commands(
     p_idempotency_statuses integer[],
     p_idempotency_responses jsonb[],
     p_idempotency_commands integer[],
-    p_command_count integer
+    p_command_count integer,
+    p_lock_timeout_seconds integer
 ) RETURNS TABLE (command integer, positions bigint[], failure text)
 LANGUAGE plpgsql AS $$
 DECLARE
     c integer;
     ids bigint[];
 BEGIN
-    PERFORM set_config('lock_timeout', '5s', true);
+    PERFORM set_config('lock_timeout', p_lock_timeout_seconds || 's', true);
     LOCK TABLE chronik_events IN EXCLUSIVE MODE;
     NOTIFY chronik_events;
     FOR c IN 1..p_command_count LOOP
