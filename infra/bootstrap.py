@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from nats.aio.client import Client as NatsClient
@@ -53,6 +54,14 @@ class Services:
         if self._authenticator is None:
             self._authenticator = Authenticator(self.event_store)
         return self._authenticator
+
+    def pools(self) -> dict[str, ConnectionPool[Any]]:
+        """This process's database pools by name, for metrics. The event store's
+        only once built: a scrape must not build it."""
+        pools: dict[str, ConnectionPool[Any]] = {"reads": self.pool}
+        if self._event_store is not None:
+            pools["events"] = self._event_store.recorder_.datastore.pool
+        return pools
 
     async def connect_messaging(self, *, name: str, wait: float = 5.0) -> None:
         """Connect to NATS, waiting a little; if it is down, keep trying in the
