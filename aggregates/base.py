@@ -23,7 +23,14 @@ from eventsourcing.domain import (
     CanMutateAggregate,
     CanSnapshotAggregate,
 )
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 __all__ = [
     "Actor",
@@ -97,6 +104,17 @@ class EventMetadata(BaseModel):
     correlation_id: str | None = None
     causation_id: str | None = None
     request_id: str | None = None
+    # The W3C trace context of the append that stored the event (tracing on),
+    # so projections, the relay and webhook deliveries continue its trace.
+    traceparent: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_trace(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Untraced events are stored byte for byte as before the field existed.
+        data: dict[str, Any] = handler(self)
+        if data.get("traceparent") is None:
+            data.pop("traceparent", None)
+        return data
 
 
 class DomainEvent(BaseModel):

@@ -7,6 +7,7 @@ import re
 import uuid
 
 import structlog
+from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["RequestIdMiddleware"]
@@ -28,6 +29,8 @@ class RequestIdMiddleware:
         request_id = inbound if _SAFE_ID.match(inbound) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        # The request's server span (tracing on; a no-op otherwise) names it too.
+        trace.get_current_span().set_attribute("chronik.request_id", request_id)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -7,16 +7,24 @@ import hashlib
 import random
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from uuid import UUID
 
 import orjson
+from opentelemetry.trace import (
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    get_tracer,
+    get_tracer_provider,
+)
 
 from aggregates.base import Aggregate, NotFound
 from commands.context import CommandContext
 from commands.errors import AlreadyExists, IdempotencyMismatch, VersionConflict
 from commands.locks import KeyedLocks
+from commands.observers import command_finished
 from commands.ports import Conflict, EventStorePort
 from commands.records import CommandRecord, IdempotencyRecorded
 
@@ -25,6 +33,10 @@ __all__ = ["CommandResult", "Session", "fingerprint", "load_in_team", "run_comma
 A = TypeVar("A", bound=Aggregate)
 MAX_ATTEMPTS = 60
 _TURNS = KeyedLocks()
+# The OpenTelemetry API only: a no-op until a process installs a provider
+# (infra.tracing), so commands depend on no exporter.
+_TRACER = get_tracer("chronik.commands")
+_UNTRACED = (ProxyTracerProvider, NoOpTracerProvider)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +59,13 @@ class Decision:
     data: dict[str, Any]
     subject: Aggregate | None
     status_code: int = 200
+    # Fields shown once (API keys, webhook secrets): kept out of the stored
+    # idempotency response, so a replay answers them as null. API keys are
+    # otherwise stored only as scrypt hashes; a plain copy would undo that.
+    shown_once: tuple[str, ...] = ()
+
+    def replayable_data(self) -> dict[str, Any]:
+        return {k: None if k in self.shown_once else v for k, v in self.data.items()}
 
 
 @dataclass
@@ -137,6 +156,37 @@ def run_command(
     turns instead of racing: racers would all decide on the same version, and
     all but one would lose and decide again, over and over under load.
     """
+    try:
+        with _command_span(name, context):
+            result = _run(store, context, name, payload, decide, serialize_on=serialize_on)
+    except Exception as exc:
+        command_finished(name, exc)
+        raise
+    command_finished(name, None)
+    return result
+
+
+def _command_span(name: str, context: CommandContext) -> AbstractContextManager[object]:
+    """The command's span; nothing at all (not even a no-op span, ~5 us) until
+    a process installs a tracer provider."""
+    if isinstance(get_tracer_provider(), _UNTRACED):
+        return nullcontext()
+    attributes = {"chronik.team_id": str(context.actor.team_id)}
+    correlation_id = context.correlation_id or context.request_id
+    if correlation_id is not None:
+        attributes["chronik.correlation_id"] = correlation_id
+    return _TRACER.start_as_current_span(f"command {name}", attributes=attributes)
+
+
+def _run(
+    store: EventStorePort,
+    context: CommandContext,
+    name: str,
+    payload: Any,
+    decide: Callable[[Session], Decision],
+    *,
+    serialize_on: UUID | None,
+) -> CommandResult:
     team_id = context.actor.team_id
     request_fingerprint = fingerprint(name, payload)
     if context.idempotency_key is not None:
@@ -167,7 +217,7 @@ def _decide_and_save(
                     idempotency_key=context.idempotency_key,
                     request_fingerprint=request_fingerprint,
                     status_code=decision.status_code,
-                    response={"data": decision.data, "version": version},
+                    response={"data": decision.replayable_data(), "version": version},
                 )
             )
         try:

@@ -17,6 +17,7 @@ from typing import Any, Final
 from uuid import UUID
 
 from psycopg import AsyncConnection
+from psycopg.errors import UndefinedColumn
 from psycopg.rows import dict_row
 
 from infra.delivery_policy import Verdict
@@ -34,6 +35,7 @@ __all__ = [
     "record_attempt",
     "record_deliveries",
     "seconds_until_due",
+    "trace_contexts",
 ]
 
 # NOTIFY on this channel whenever a delivery becomes due now (new, resent,
@@ -77,7 +79,13 @@ UPDATE webhook_deliveries d
 SET attempts = d.attempts + 1, updated_at = now(),
     next_attempt_at = now() + make_interval(secs => %(lease)s)
 FROM due WHERE d.id = due.id
-RETURNING d.id, d.team_id, d.endpoint_id, d.event_id, d.body, d.attempts, d.round_start
+RETURNING d.id, d.team_id, d.endpoint_id, d.event_id, d.body, d.attempts, d.round_start,
+    d.position
+"""
+# The trace context each event was appended under (tracing on; see infra.tracing).
+SELECT_TRACE_CONTEXTS: Final = """
+SELECT position, metadata ->> 'traceparent' FROM reads.public_events
+WHERE position = ANY (%(positions)s) AND metadata ? 'traceparent'
 """
 SELECT_ENDPOINTS: Final = """
 SELECT w.id, w.url, w.enabled,
@@ -171,6 +179,7 @@ class Claim:
     body: str
     attempts: int  # this attempt's number among all of the delivery's attempts
     round_start: int
+    position: int  # the event's
 
     @property
     def attempt_in_round(self) -> int:
@@ -240,6 +249,15 @@ async def claim_due(conn: Conn, *, limit: int, lease: float) -> list[Claim]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(CLAIM_DUE, {"limit": limit, "lease": lease})
         return [Claim(**row) for row in await cur.fetchall()]
+
+
+async def trace_contexts(conn: Conn, positions: list[int]) -> dict[int, str]:
+    """The stored traceparent of each traced event at ``positions``."""
+    try:
+        cur = await conn.execute(SELECT_TRACE_CONTEXTS, {"positions": positions})
+    except UndefinedColumn:  # a version-1 feed (no metadata) is still serving
+        return {}
+    return {int(position): traceparent for position, traceparent in await cur.fetchall()}
 
 
 async def endpoints_of(conn: Conn, ids: list[UUID]) -> dict[UUID, Endpoint]:

@@ -22,10 +22,11 @@ from uuid import UUID
 import httpx
 import psycopg
 import structlog
+from opentelemetry.trace import SpanKind, StatusCode
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from infra import deliveries
+from infra import deliveries, tracing
 from infra.deliveries import Attempt, Claim, Endpoint
 from infra.delivery_policy import Outcome, Verdict, judge, parse_retry_after
 from infra.outbound import RefusedAddress, open_webhook_client
@@ -98,9 +99,10 @@ class DeliveryWorker:
             claimed: list[Claim] = []
             try:
                 if free > 0:
-                    claimed, endpoints = await self._claim(free)
+                    claimed, endpoints, traces = await self._claim(free)
                     for claim in claimed:
-                        self._start(next(clients), claim, endpoints.get(claim.endpoint_id))
+                        endpoint = endpoints.get(claim.endpoint_id)
+                        self._start(next(clients), claim, endpoint, traces.get(claim.position))
                 wait = await self._seconds_to_wait(claimed, free)
                 delay = 0.5
             except (OSError, *_DATABASE_ERRORS) as exc:
@@ -109,15 +111,20 @@ class DeliveryWorker:
             if wait > 0:
                 await first_of(stopping, self._wake, within=wait)
 
-    async def _claim(self, limit: int) -> tuple[list[Claim], dict[UUID, Endpoint]]:
+    async def _claim(self, limit: int) -> tuple[list[Claim], dict[UUID, Endpoint], dict[int, str]]:
+        """Due deliveries, their endpoints and (tracing on) their events' traces."""
         async with self._pool.connection() as conn:
             claimed = await deliveries.claim_due(
                 conn, limit=limit, lease=self._settings.webhook_claim_lease
             )
             if not claimed:
-                return [], {}
+                return [], {}, {}
             ids = list({c.endpoint_id for c in claimed})
-            return claimed, await deliveries.endpoints_of(conn, ids)
+            endpoints = await deliveries.endpoints_of(conn, ids)
+            traces: dict[int, str] = {}
+            if tracing.enabled():
+                traces = await deliveries.trace_contexts(conn, [c.position for c in claimed])
+            return claimed, endpoints, traces
 
     async def _seconds_to_wait(self, claimed: list[Claim], free: int) -> float:
         if claimed and len(claimed) == free:
@@ -130,8 +137,14 @@ class DeliveryWorker:
             return self._poll_interval
         return max(0.0, min(due_in, self._poll_interval))
 
-    def _start(self, client: httpx.AsyncClient, claim: Claim, endpoint: Endpoint | None) -> None:
-        task = asyncio.create_task(self._deliver(client, claim, endpoint))
+    def _start(
+        self,
+        client: httpx.AsyncClient,
+        claim: Claim,
+        endpoint: Endpoint | None,
+        traceparent: str | None,
+    ) -> None:
+        task = asyncio.create_task(self._deliver(client, claim, endpoint, traceparent))
         self._inflight.add(task)
 
         def done(finished: asyncio.Task[None]) -> None:
@@ -141,7 +154,11 @@ class DeliveryWorker:
         task.add_done_callback(done)
 
     async def _deliver(
-        self, client: httpx.AsyncClient, claim: Claim, endpoint: Endpoint | None
+        self,
+        client: httpx.AsyncClient,
+        claim: Claim,
+        endpoint: Endpoint | None,
+        traceparent: str | None = None,
     ) -> None:
         log_ = log.bind(delivery=claim.id, endpoint=str(claim.endpoint_id), attempt=claim.attempts)
         try:
@@ -150,7 +167,7 @@ class DeliveryWorker:
                 async with self._pool.connection() as conn:
                     await deliveries.cancel(conn, claim, reason)
                 return
-            attempt, outcome = await self._send(client, claim, endpoint)
+            attempt, outcome = await self._send_traced(client, claim, endpoint, traceparent)
             verdict = await self._record(claim, attempt, outcome)
             if verdict is not None and verdict.disable_reason is not None:
                 log_.warning("disabling webhook endpoint", reason=verdict.disable_reason)
@@ -160,6 +177,36 @@ class DeliveryWorker:
         except Exception:
             # The claim's lease runs out and the delivery comes due again.
             log_.exception("delivery could not be recorded; it will be retried")
+
+    async def _send_traced(
+        self, client: httpx.AsyncClient, claim: Claim, endpoint: Endpoint, traceparent: str | None
+    ) -> tuple[Attempt, Outcome]:
+        """``_send`` in a client span continuing the event's trace, if it has one.
+        The span names the receiver's host only: a webhook URL's path or query
+        often holds a token. No traceparent is sent to the receiver (a third
+        party): our trace ids stay ours."""
+        parent = tracing.context_of(traceparent)
+        if parent is None:
+            return await self._send(client, claim, endpoint)
+        url = httpx.URL(endpoint.url)
+        attributes: dict[str, str | int] = {
+            "http.request.method": "POST",
+            "server.address": url.host,
+            "server.port": url.port or (443 if url.scheme == "https" else 80),
+            "chronik.webhook.endpoint_id": str(claim.endpoint_id),
+            "chronik.webhook.delivery_id": claim.id,
+            "chronik.webhook.attempt": claim.attempts,
+            "chronik.position": claim.position,
+        }
+        with tracing.tracer().start_as_current_span(
+            "webhook POST", context=parent, kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            attempt, outcome = await self._send(client, claim, endpoint)
+            if attempt.status_code is not None:
+                span.set_attribute("http.response.status_code", attempt.status_code)
+            if attempt.status_code is None or not 200 <= attempt.status_code < 300:
+                span.set_status(StatusCode.ERROR, attempt.error or f"HTTP {attempt.status_code}")
+        return attempt, outcome
 
     async def _send(
         self, client: httpx.AsyncClient, claim: Claim, endpoint: Endpoint

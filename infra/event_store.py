@@ -35,6 +35,7 @@ from aggregates.team import Team
 from commands.locks import KeyedLocks
 from commands.ports import Conflict, StoredResponse, Unavailable
 from commands.records import CommandRecord
+from infra import tracing
 from infra.command_records import write_records
 from infra.db import PostgresTarget
 from infra.group_commit import GroupCommitter
@@ -160,13 +161,32 @@ class EventStore(Application[UUID]):
         """Append every pending event of ``aggregates``, and ``records``, in one
         transaction. Events are immutable, so the metadata is stamped on copies;
         the copies are what is stored."""
-        events: list[Aggregate.Event] = []
-        for aggregate in aggregates:
-            for pending in aggregate.collect_events():
-                assert isinstance(pending, Aggregate.Event)
-                events.append(pending.model_copy(update={"metadata": metadata}))
-        if not events:
+        pending = [e for a in aggregates for e in a.collect_events()]
+        if not pending:
             return []
+        if not tracing.enabled():
+            return self._stamp_and_append(aggregates, pending, metadata, records)
+        with tracing.tracer().start_as_current_span(
+            "event_store append", attributes={"chronik.events": len(pending)}
+        ) as span:
+            if span.is_recording():
+                # Later stages (projections, relay, deliveries) continue this span.
+                metadata = metadata.model_copy(update={"traceparent": tracing.traceparent_of()})
+            positions = self._stamp_and_append(aggregates, pending, metadata, records)
+            span.set_attribute("chronik.position", positions[-1])
+        return positions
+
+    def _stamp_and_append(
+        self,
+        aggregates: Sequence[Aggregate],
+        pending: Sequence[object],
+        metadata: EventMetadata,
+        records: Sequence[CommandRecord],
+    ) -> list[int]:
+        events: list[Aggregate.Event] = []
+        for event in pending:
+            assert isinstance(event, Aggregate.Event)
+            events.append(event.model_copy(update={"metadata": metadata}))
         try:
             positions = self._append(events, records)
         except IntegrityError as exc:

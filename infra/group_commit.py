@@ -29,12 +29,15 @@ import psycopg
 import structlog
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanContext
 from prometheus_client import Histogram
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from commands.ports import Conflict, Unavailable
 from commands.records import CommandRecord, IdempotencyRecorded
+from infra import tracing
 from infra.command_records import write_records
 
 __all__ = ["APPEND_BATCH_SIZE", "APPEND_SECONDS", "GroupCommitter"]
@@ -74,6 +77,8 @@ class _Append:
     stored_events: Sequence[StoredEvent]
     records: Sequence[CommandRecord]
     answer: Future[list[int]] = field(default_factory=Future)
+    # The command's append span (tracing on): the shared transaction links to it.
+    span: SpanContext | None = None
 
 
 class GroupCommitter:
@@ -94,6 +99,8 @@ class GroupCommitter:
         """The positions of ``stored_events``, once committed with ``records``.
         Raises Conflict (this command alone lost a race) or Unavailable."""
         item = _Append(stored_events, records)
+        if tracing.enabled():
+            item.span = trace.get_current_span().get_span_context()
         started = time.perf_counter()
         self._ensure_running()
         self._queue.put(item)
@@ -165,6 +172,20 @@ class GroupCommitter:
                 return
 
     def _commit(self, batch: list[_Append]) -> None:
+        if not tracing.enabled():
+            self._answer(batch)
+            return
+        # One transaction serves many commands (many traces): its span starts a
+        # trace of its own and links to each command's append span.
+        links = [Link(i.span) for i in batch if i.span is not None and i.span.is_valid]
+        with tracing.tracer().start_as_current_span(
+            "group_commit transaction",
+            links=links,
+            attributes={"chronik.batch.commands": len(batch)},
+        ):
+            self._answer(batch)
+
+    def _answer(self, batch: list[_Append]) -> None:
         try:
             outcomes = self._write_with_retries(batch)
         except BaseException as exc:  # noqa: BLE001 - every caller must hear of it

@@ -30,6 +30,8 @@ from infra.projection_wiring import (
 )
 from infra.scheduler import open_scheduler
 from infra.settings import Settings
+from infra.tracing import setup_tracing, shutdown_tracing
+from infra.worker_metrics import WorkerMetricsServer
 from projections import registry
 from projections.audit_ledger import DEFAULT_CHECKPOINT_EVERY
 from projections.base import Projection
@@ -97,12 +99,14 @@ def run_worker(
     delivery, email) and the scheduler (scheduled prompts, daily digests).
     ``roles`` runs only some, so they can have processes (cores) of their own."""
     stop = stop or _stop_on_signals()
+    setup_tracing(settings, role="worker")
     store = open_event_store(
         _target(settings),
         pool_size=settings.db_pool_size,
         group_commit_max=settings.group_commit_max,
     )
-    services: list[Any] = []
+    # First: /metrics answers while the rest starts.
+    services: list[Any] = [WorkerMetricsServer(settings, store)]
     if "projections" in roles:
         if not settings.audit_signing_keys:
             log.warning(
@@ -124,6 +128,7 @@ def run_worker(
         for service in reversed(services):
             service.stop()
         store.close()
+        shutdown_tracing()
         log.info("worker stopped")
 
 

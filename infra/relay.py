@@ -25,9 +25,11 @@ import orjson
 import psycopg
 import structlog
 from nats.aio.client import Client as NatsClient
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from infra import tracing
 from infra.event_stream import (
     POSITION_HEADER,
     TEAM_HEADER,
@@ -38,6 +40,7 @@ from infra.event_stream import (
 )
 from infra.messaging import connect_nats, stream_name
 from infra.settings import Settings
+from infra.tracing import CORRELATION_HEADER, TRACEPARENT
 from infra.waiting import first_of
 from projections.registry import PROGRESS_CHANNEL
 
@@ -63,6 +66,14 @@ FEED_POSITION: Final = (
     "SELECT position FROM projection_generations WHERE projection = %(feed)s AND state = 'active'"
 )
 SELECT_BATCH: Final = """
+SELECT position, team_id, type, visible_to, doc,
+    metadata ->> 'correlation_id' AS correlation_id, metadata ->> 'traceparent' AS traceparent
+FROM reads.public_events
+WHERE position > %(after)s ORDER BY position LIMIT %(limit)s
+"""
+# A feed generation of version 1 (still serving while version 2 is built) has
+# no metadata column: its events go out without correlation id and trace.
+SELECT_BATCH_V1: Final = """
 SELECT position, team_id, type, visible_to, doc FROM reads.public_events
 WHERE position > %(after)s ORDER BY position LIMIT %(limit)s
 """
@@ -104,6 +115,11 @@ def messages_of(settings: Settings, rows: Sequence[dict[str, Any]]) -> list[OutM
         }
         if row["visible_to"] is not None:
             headers[VISIBLE_TO_HEADER] = str(row["visible_to"])
+        if row.get("correlation_id"):
+            headers[CORRELATION_HEADER] = row["correlation_id"]
+        if row.get("traceparent"):
+            # The append's context; a traced relay replaces it with its publish span's.
+            headers[TRACEPARENT] = row["traceparent"]
         out.append(
             OutMessage(
                 event_subject(settings, row["team_id"], row["type"]), orjson.dumps(doc), headers
@@ -220,7 +236,7 @@ class Relay:
             rows = await _rows(conn, position, self._settings.relay_batch_size)
             if rows:
                 try:
-                    await self._publisher.publish(messages_of(self._settings, rows))
+                    await self._publish(messages_of(self._settings, rows))
                 except Exception as exc:  # noqa: BLE001 - NATS down or slow: retry the batch
                     failures += 1
                     await self._record_error(conn, exc, failures)
@@ -235,6 +251,20 @@ class Relay:
                 position = upto
             if len(rows) < self._settings.relay_batch_size:
                 await self._wait_for_progress(conn, stopping)
+
+    async def _publish(self, messages: list[OutMessage]) -> None:
+        """Publishes with a producer span per traced message (tracing on)."""
+        spans = _publish_spans(messages) if tracing.enabled() else []
+        try:
+            await self._publisher.publish(messages)
+        except BaseException as exc:
+            for span in spans:
+                span.record_exception(exc)
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+                span.end()
+            raise
+        for span in spans:
+            span.end()
 
     async def _advance(self, conn: AsyncConnection[Any], old: int, new: int, count: int) -> None:
         cur = await conn.execute(
@@ -286,9 +316,37 @@ async def _scalar(conn: AsyncConnection[Any], query: str, params: dict[str, Any]
 
 
 async def _rows(conn: AsyncConnection[Any], after: int, limit: int) -> list[dict[str, Any]]:
+    params = {"after": after, "limit": limit}
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(SELECT_BATCH, {"after": after, "limit": limit})
+        try:
+            await cur.execute(SELECT_BATCH, params)
+        except psycopg.errors.UndefinedColumn:
+            await cur.execute(SELECT_BATCH_V1, params)
         return await cur.fetchall()
+
+
+def _publish_spans(messages: Sequence[OutMessage]) -> list[Span]:
+    """A producer span for each message whose event was traced, as a child of
+    the append's span; the message then carries the producer span's context."""
+    spans = []
+    for message in messages:
+        parent = tracing.context_of(message.headers.get(TRACEPARENT))
+        if parent is None:
+            continue
+        span = tracing.tracer().start_span(
+            f"publish {message.headers[TYPE_HEADER]}",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": message.subject,
+                "messaging.message.id": message.headers["Nats-Msg-Id"],
+                "chronik.position": int(message.headers[POSITION_HEADER]),
+            },
+        )
+        tracing.inject(message.headers, span)
+        spans.append(span)
+    return spans
 
 
 def relay_status(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:

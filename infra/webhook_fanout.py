@@ -22,12 +22,14 @@ import orjson
 import structlog
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, NatsBroker, NatsMessage
+from opentelemetry.trace import SpanKind
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from infra import deliveries
+from infra import deliveries, tracing
 from infra.event_stream import VISIBLE_TO_HEADER, all_events_subject, events_stream
 from infra.settings import Settings
+from infra.tracing import CORRELATION_HEADER
 from infra.waiting import first_of
 
 __all__ = ["CONSUMER", "WebhookFanout"]
@@ -71,36 +73,63 @@ class WebhookFanout:
             ack_policy=AckPolicy.MANUAL,
         )
         async def fan_out(message: NatsMessage) -> None:
-            if VISIBLE_TO_HEADER in message.headers:
-                # A private entry is its author's alone: never sent to a team's endpoints.
-                await message.ack()
+            await self._traced(message)
+
+    async def _traced(self, message: NatsMessage) -> None:
+        """``_fan_out`` in a consumer span that continues the relay's publish
+        (tracing on), with the event's correlation id in the logs."""
+        headers = message.headers
+        correlation_id = headers.get(CORRELATION_HEADER)
+        with structlog.contextvars.bound_contextvars(correlation_id=correlation_id):
+            if not tracing.enabled():
+                await self._fan_out(message)
                 return
-            body = message.body
-            try:
-                doc = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                doc = None
-            if not isinstance(doc, dict) or not doc.keys() >= REQUIRED:
-                # Not one of the relay's documents: offering it again cannot help.
-                log.error(
-                    "webhook fan-out rejected a malformed message",
-                    subject=message.raw_message.subject,
-                )
-                await message.reject()
-                return
-            recorded = asyncio.get_running_loop().create_future()
-            self._queued.append(((doc, body.decode()), recorded))
-            self._wake.set()
-            try:
-                ready = await recorded
-            except Exception as exc:  # noqa: BLE001 - the database is down: offer it again later
-                log.warning("webhook fan-out failed; will retry", error=str(exc))
-                await message.nack(delay=RETRY_DELAY)
-                return
-            if ready:
-                await message.ack()
-            else:
-                await message.nack(delay=NOT_READY_DELAY)
+            attributes = {
+                "messaging.system": "nats",
+                "messaging.destination.name": message.raw_message.subject,
+                "messaging.message.id": headers.get("Nats-Msg-Id", ""),
+            }
+            if correlation_id is not None:
+                attributes["chronik.correlation_id"] = correlation_id
+            with tracing.tracer().start_as_current_span(
+                "webhooks receive",
+                context=tracing.context_of(headers),
+                kind=SpanKind.CONSUMER,
+                attributes=attributes,
+            ):
+                await self._fan_out(message)
+
+    async def _fan_out(self, message: NatsMessage) -> None:
+        if VISIBLE_TO_HEADER in message.headers:
+            # A private entry is its author's alone: never sent to a team's endpoints.
+            await message.ack()
+            return
+        body = message.body
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict) or not doc.keys() >= REQUIRED:
+            # Not one of the relay's documents: offering it again cannot help.
+            log.error(
+                "webhook fan-out rejected a malformed message",
+                subject=message.raw_message.subject,
+            )
+            await message.reject()
+            return
+        recorded = asyncio.get_running_loop().create_future()
+        self._queued.append(((doc, body.decode()), recorded))
+        self._wake.set()
+        try:
+            ready = await recorded
+        except Exception as exc:  # noqa: BLE001 - the database is down: offer it again later
+            log.warning("webhook fan-out failed; will retry", error=str(exc))
+            await message.nack(delay=RETRY_DELAY)
+            return
+        if ready:
+            await message.ack()
+        else:
+            await message.nack(delay=NOT_READY_DELAY)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Records what the handlers queued, a batch per transaction, until stopped."""

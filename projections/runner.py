@@ -14,9 +14,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
+import orjson
 import psycopg
 import structlog
 from eventsourcing.persistence import Notification
+from opentelemetry.trace import (
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    Span,
+    SpanKind,
+    StatusCode,
+    get_tracer,
+    get_tracer_provider,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -37,6 +48,11 @@ class SourceUnavailable(Exception):
 LOCK_CLASS: Final = 0x7072  # advisory lock (class, generation id) of the active runner
 TRANSIENT: Final = (psycopg.OperationalError, psycopg.InterfaceError, SourceUnavailable)
 Connect = Callable[[], psycopg.Connection[Any]]
+_TRACER: Final = get_tracer("chronik.projections")
+_W3C: Final = TraceContextTextMapPropagator()
+_UNTRACED: Final = (ProxyTracerProvider, NoOpTracerProvider)
+# The key the append stores each event's trace context under (in its metadata).
+_TRACEPARENT: Final = b'"traceparent"'
 
 
 class EventSource(Protocol):
@@ -128,7 +144,7 @@ class GenerationRunner:
             batch = self._source.read(generation.position, self._config.batch_size)
             if batch:
                 try:
-                    self._apply(conn, generation, batch)
+                    self._apply_traced(conn, generation, batch)
                 except LostOwnership:
                     continue
             elif generation.state == "building":
@@ -142,6 +158,25 @@ class GenerationRunner:
 
     def _sleep(self) -> None:
         self._wake.wait(self._config.poll_interval)
+
+    def _apply_traced(
+        self, conn: psycopg.Connection[Any], generation: Generation, batch: Sequence[Notification]
+    ) -> None:
+        """``_apply``, with a span (tracing on) in each trace the batch continues.
+        Not while the generation is built (a rebuild replays history: its
+        commands' traces ended long ago, and it would flood the collector)."""
+        traced = generation.state != "building" and _tracing_on()
+        spans = _event_spans(self.projection.name, batch) if traced else []
+        try:
+            self._apply(conn, generation, batch)
+        except BaseException as exc:
+            for span in spans:
+                span.record_exception(exc)
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+                span.end()
+            raise
+        for span in spans:
+            span.end()
 
     def _apply(
         self, conn: psycopg.Connection[Any], generation: Generation, batch: Sequence[Notification]
@@ -200,3 +235,46 @@ class GenerationRunner:
             finally:
                 conn.execute("SET lock_timeout = 0")
         return True
+
+
+def _tracing_on() -> bool:
+    """Whether this process installed a tracer provider (infra.tracing): until
+    then the API's proxy stands in, and the batch is read for no trace."""
+    return not isinstance(get_tracer_provider(), _UNTRACED)
+
+
+def _event_spans(projection: str, batch: Sequence[Notification]) -> list[Span]:
+    """One span per trace the batch's events continue (a command's events
+    share one), started now and ended once the batch is committed: the events
+    are applied together, set-based, so that is when each was applied."""
+    positions: dict[str, list[int]] = {}
+    for notification in batch:
+        # Most events of a busy log are untraced: skip them without parsing.
+        if _TRACEPARENT not in notification.state:
+            continue
+        traceparent = _traceparent_of(notification.state)
+        if traceparent is not None:
+            positions.setdefault(traceparent, []).append(notification.id)
+    return [
+        _TRACER.start_span(
+            f"projection {projection}",
+            context=_W3C.extract({"traceparent": traceparent}),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "chronik.projection": projection,
+                "chronik.positions": ids,
+                "chronik.batch.events": len(batch),
+            },
+        )
+        for traceparent, ids in positions.items()
+    ]
+
+
+def _traceparent_of(state: bytes) -> str | None:
+    try:
+        decoded = orjson.loads(state)
+    except orjson.JSONDecodeError:
+        return None
+    metadata = decoded.get("metadata") if isinstance(decoded, dict) else None
+    value = metadata.get("traceparent") if isinstance(metadata, dict) else None
+    return value if isinstance(value, str) else None

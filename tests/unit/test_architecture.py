@@ -11,9 +11,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 OUR_PACKAGES = {"aggregates", "commands", "projections", "api", "infra"}
 
+# The OpenTelemetry API (never its SDK or exporters) is a no-op until a process
+# installs a provider (infra.tracing): commands and runners open spans with it.
+TRACING_API = "opentelemetry.trace"
 ALLOWED = {
     "aggregates": {"aggregates", "eventsourcing.domain", "pydantic"},
-    "commands": {"aggregates", "commands", "eventsourcing", "pydantic", "orjson"},
+    "commands": {"aggregates", "commands", "eventsourcing", "pydantic", "orjson", TRACING_API},
     # Runners are long-lived workers: they log, with the same structured logger as infra.
     "projections": {
         "aggregates",
@@ -23,6 +26,7 @@ ALLOWED = {
         "pydantic",
         "orjson",
         "structlog",
+        TRACING_API,
     },
 }
 
