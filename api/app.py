@@ -3,8 +3,10 @@ builds every connection from the settings it is given."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import multiprocessing
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -12,7 +14,9 @@ from fastapi.concurrency import run_in_threadpool
 from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.freshness import ProjectionPositions
+from api.http_metrics import HttpMetricsMiddleware
 from api.request_context import RequestIdMiddleware
+from api.request_limits import RequestLimits
 from api.routes import (
     audit,
     audit_ledger,
@@ -30,20 +34,38 @@ from api.routes import (
     webhook_deliveries,
     webhooks,
 )
+from api.security_headers import SecurityHeadersMiddleware, install_cors
 from api.sse import install_shutdown_signals
 from infra.bootstrap import open_services
+from infra.command_metrics import observe_commands
+from infra.logging import configure_logging, logging_configured, settings_secrets
 from infra.memory import bound_malloc
 from infra.projection_wiring import connector
 from infra.settings import Settings, load_settings
+from infra.tracing import setup_tracing, shutdown_tracing
 
 __all__ = ["create_app"]
+
+_UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _untraced(scope: MutableMapping[str, Any]) -> bool:
+    return scope.get("path") in _UNTRACED_PATHS
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; with no settings given, read them from the environment."""
     # In every server process: uvicorn starts its workers afresh.
     bound_malloc()
+    observe_commands()
     settings = settings or load_settings()
+    if multiprocessing.parent_process() is not None and not logging_configured():
+        # A uvicorn worker (CHRONIK_HTTP_WORKERS > 1) is spawned afresh: without
+        # this it would log unredacted, in structlog's default format.
+        configure_logging(settings.log_level, settings.log_format, settings_secrets(settings))
+    # FastAPI's own telemetry makes the server span per request (route template
+    # as name, a client's traceparent continued) once a provider is installed.
+    setup_tracing(settings, role="api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,16 +84,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             app.state.positions.stop()
             await services.aclose()
+            await run_in_threadpool(shutdown_tracing)
 
     app = FastAPI(
         title="Chronik",
         version="1",
         summary="Event-sourced team journals: commands, reads, delta sync, webhooks, audit.",
         lifespan=lifespan,
+        # Tracing on: probes and scrapes every few seconds would bury the commands.
+        telemetry={"exclude": _untraced},
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Outside the body limit, inside the request id: CORS and security headers
+    # reach every answer, a 413 or a preflight included.
+    install_cors(app, settings)
+    app.add_middleware(SecurityHeadersMiddleware, hsts_max_age=settings.hsts_max_age)
+    # Rate-limit buckets: this process's own (docs/operations.md).
+    app.state.limits = RequestLimits(settings)
     app.add_middleware(RequestIdMiddleware)
+    # Outermost: counts every answer, those of the middleware above too.
+    app.add_middleware(HttpMetricsMiddleware)
     routers = (
         health, metrics, teams, members, entries, prompts, webhooks, usage, sync, sync_stream,
         events, webhook_deliveries, audit, audit_ledger, notifications,

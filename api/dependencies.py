@@ -12,7 +12,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from aggregates.base import Actor
 from api.errors import ApiError
-from commands.auth import Authenticated
+from api.request_limits import AuthFailure, RequestLimits, client_address
+from commands.auth import Authenticated, parse_key
 from commands.context import CommandContext
 from commands.errors import Unauthenticated
 from infra.bootstrap import Services
@@ -38,26 +39,45 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def _bearer(authorization: str | None) -> str:
+def request_limits(request: Request) -> RequestLimits:
+    return cast(RequestLimits, request.app.state.limits)
+
+
+def _bearer(authorization: str | None) -> str | None:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(
-            401, "UNAUTHENTICATED", "send Authorization: Bearer <key>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )  # fmt: skip
+        return None
     return token.strip()
 
 
+def _refused(request: Request, reason: AuthFailure, message: str) -> ApiError:
+    request_limits(request).failed(client_address(request), reason)
+    return ApiError(401, "UNAUTHENTICATED", message, headers={"WWW-Authenticate": "Bearer"})
+
+
 async def signed_in(
-    services: ServicesDep, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    services: ServicesDep,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> Authenticated:
+    """The key's member, after two limits: the client address's failed
+    authentications (before any key is checked, so guesses stay slow), then
+    the key's own request rate."""
+    limits = request_limits(request)
+    limits.admit_address(client_address(request))
     token = _bearer(authorization)
+    if token is None:
+        raise _refused(request, AuthFailure.MISSING, "send Authorization: Bearer <key>")
     try:
-        return await run_in_threadpool(services.authenticator.authenticate, token)
+        parse_key(token)
     except Unauthenticated as exc:
-        raise ApiError(
-            401, "UNAUTHENTICATED", exc.message, headers={"WWW-Authenticate": "Bearer"}
-        ) from None
+        raise _refused(request, AuthFailure.MALFORMED, exc.message) from None
+    try:
+        signed = await run_in_threadpool(services.authenticator.authenticate, token)
+    except Unauthenticated as exc:
+        raise _refused(request, AuthFailure.INVALID_KEY, exc.message) from None
+    limits.admit_key(signed.actor)
+    return signed
 
 
 SignedIn = Annotated[Authenticated, Depends(signed_in)]
@@ -115,14 +135,20 @@ CommandCtx = Annotated[CommandContext, Depends(command_context)]
 
 
 def operator_token(
-    services: ServicesDep, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    services: ServicesDep,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> None:
+    request_limits(request).admit_address(client_address(request))
     expected = services.settings.operator_token
     token = _bearer(authorization)
+    if token is None:
+        raise _refused(request, AuthFailure.MISSING, "an operator token is required")
+    # Constant time: how much of a guess matched must not show in the timing.
     if expected is None or not hmac.compare_digest(
         token.encode(), expected.get_secret_value().encode()
     ):
-        raise ApiError(401, "UNAUTHENTICATED", "an operator token is required")
+        raise _refused(request, AuthFailure.OPERATOR_TOKEN, "an operator token is required")
 
 
 OperatorToken = Annotated[None, Depends(operator_token)]

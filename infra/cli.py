@@ -17,7 +17,7 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 
 from aggregates.base import DomainError
 from infra.devstack.stack import StackAlreadyRunning
-from infra.logging import configure_logging, redact
+from infra.logging import configure_logging, redact, settings_secrets
 from infra.memory import bound_malloc
 from infra.operations import OperationError
 from infra.settings import Settings, SettingsError, load_settings
@@ -185,6 +185,20 @@ def _with_dev_audit_keys(settings: Settings) -> Settings:
     return settings.model_copy(update={"audit_signing_keys": parsed})
 
 
+def _with_dev_operator_token(settings: Settings) -> Settings:
+    """Unless one is configured, the demo's operator token (to create teams over
+    HTTP) is kept in its data folder; the API reads it from the environment."""
+    from pydantic import SecretStr
+
+    from infra.devstack.dev_env import dev_operator_token
+
+    if settings.operator_token is not None:
+        return settings
+    token = dev_operator_token(settings.data_dir)
+    os.environ["CHRONIK_OPERATOR_TOKEN"] = token
+    return settings.model_copy(update={"operator_token": SecretStr(token)})
+
+
 def _audit(settings: Settings, args: argparse.Namespace) -> int:
     from infra.audit_commands import head_document, verify_log
 
@@ -201,18 +215,31 @@ def _dev(settings: Settings, _: argparse.Namespace) -> int:
 
     from infra.db import PostgresTarget
     from infra.devstack import DevStack
+    from infra.devstack.dev_env import write_dev_env
     from infra.migrations import migrate
     from infra.operations import run_worker
 
     with DevStack(settings) as stack:
-        settings = _with_dev_audit_keys(stack.start())
+        settings = _with_dev_operator_token(_with_dev_audit_keys(stack.start()))
         _export_urls(settings)
         migrate(PostgresTarget.from_url(settings.database_url_value()).conninfo())
         team_id, owner_key = _create_team(settings, "Demo team", "owner@example.com", "team")
         base = f"http://{settings.http_host}:{settings.http_port}"
+        assert settings.operator_token is not None
+        env_file = write_dev_env(
+            settings.data_dir,
+            {
+                "API": base,
+                "OPERATOR_TOKEN": settings.operator_token.get_secret_value(),
+                "DEMO_TEAM": team_id,
+                "DEMO_KEY": owner_key,
+            },
+        )
         print(f"Chronik is running at {base}", flush=True)
         print(f"demo team: {base}/v1/teams/{team_id}", flush=True)
         print(f"owner key: {owner_key}", flush=True)
+        print(f"operator token: {settings.operator_token.get_secret_value()}", flush=True)
+        print(f"for another shell: . {env_file}", flush=True)
         print(f"API docs: http://{settings.http_host}:{settings.http_port}/docs", flush=True)
         stop_worker = threading.Event()
         worker = threading.Thread(target=run_worker, args=(settings, stop_worker), name="worker")
@@ -329,7 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _, command = _COMMANDS[args.command]
     try:
         settings = load_settings()
-        configure_logging(settings.log_level, settings.log_format)
+        configure_logging(
+            settings.log_level, settings.log_format, secrets=settings_secrets(settings)
+        )
         return command(settings, args)
     except KeyboardInterrupt:
         return 130

@@ -6,13 +6,17 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
-from typing import Any
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 import orjson
 import structlog
 
-__all__ = ["configure_logging", "redact"]
+if TYPE_CHECKING:
+    from infra.settings import Settings
+
+__all__ = ["configure_logging", "logging_configured", "redact", "settings_secrets"]
 
 _SECRET_KEYS = re.compile(r"(pass(word)?|secret|token|authorization|api_?key|cookie)", re.I)
 _SECRET_VALUES = [
@@ -20,11 +24,41 @@ _SECRET_VALUES = [
     re.compile(r"whsec_[A-Za-z0-9+/=_-]+"),  # webhook secrets
     re.compile(r"(?<=://)([^:/@\s]+):([^@\s]+)@"),  # credentials in URLs
     re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"(?i)(?<![A-Za-z0-9_])password\s*=\s*(?:'[^']*'|\S+)"),  # libpq conninfo
 ]
 REDACTED = "[REDACTED]"
+# Exact values known to be secret (from the settings, see settings_secrets):
+# an operator token or SMTP password has no shape a pattern could find.
+_known_secrets: tuple[str, ...] = ()
+# Shorter values would redact common words; settings' secrets are far longer.
+_MIN_KNOWN_SECRET = 8
+_configured = False
+
+
+def logging_configured() -> bool:
+    """Whether this process ran configure_logging (a spawned one has not)."""
+    return _configured
+
+
+def settings_secrets(settings: Settings) -> list[str]:
+    """The secret values in ``settings``: redacted wherever they appear."""
+    values = [
+        settings.operator_token,
+        settings.smtp_password,
+        *settings.audit_signing_keys.values(),
+    ]
+    found = [v.get_secret_value() for v in values if v is not None]
+    if settings.database_url is not None:
+        password = urlsplit(settings.database_url.get_secret_value()).password
+        if password:
+            found += [password, unquote(password)]
+    return found
 
 
 def _redact_text(text: str) -> str:
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
     for pattern in _SECRET_VALUES:
         text = pattern.sub(
             lambda m: f"{m.group(1)}:{REDACTED}@" if m.re.groups >= 2 else REDACTED, text
@@ -69,8 +103,15 @@ class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Route structlog and stdlib logging (uvicorn, psycopg) through one JSON renderer."""
+def configure_logging(level: str = "INFO", fmt: str = "json", secrets: Iterable[str] = ()) -> None:
+    """Route structlog and stdlib logging (uvicorn, psycopg) through one JSON
+    renderer; ``secrets`` (settings_secrets) are redacted wherever they appear."""
+    global _known_secrets, _configured  # noqa: PLW0603 - one logging configuration per process
+    _configured = True
+    # Longest first: a secret containing another is replaced whole.
+    _known_secrets = tuple(
+        sorted({s for s in secrets if len(s) >= _MIN_KNOWN_SECRET}, key=len, reverse=True)
+    )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
