@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import psycopg
@@ -12,6 +12,7 @@ from eventsourcing import persistence as es_persistence
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from psycopg_pool import PoolTimeout
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aggregates.base import DomainError
@@ -20,7 +21,17 @@ from commands.ports import Unavailable
 from projections.pagination import InvalidCursor
 from projections.sync import CursorExpired
 
-__all__ = ["ApiError", "error_response", "install_error_handlers", "validation_error"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "SYNC_ERROR_RESPONSES",
+    "SYNC_ERROR_STATUSES",
+    "ApiError",
+    "ErrorEnvelope",
+    "error_response",
+    "error_responses",
+    "install_error_handlers",
+    "validation_error",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +49,69 @@ _STATUS_CODES = {
     429: "RATE_LIMITED",
     503: "UNAVAILABLE",
 }
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(description="Stable, machine-readable: MALFORMED, NOT_FOUND, ...")
+    message: str = Field(description="For people; may change.")
+    details: dict[str, Any] | None = Field(
+        default=None, description="Machine-readable specifics, e.g. `fields` of a 422."
+    )
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error response's body (documented in OpenAPI for each error status)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorBody
+    request_id: str = Field(description="Also in the X-Request-Id header; quote it in reports.")
+
+
+_ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "MALFORMED: the body is not JSON, or a header or cursor is malformed.",
+    401: "UNAUTHENTICATED: no valid API key (or operator token).",
+    403: "FORBIDDEN: the key's role may not do this.",
+    404: "NOT_FOUND: no such resource for this key (another team's included).",
+    409: "VERSION_CONFLICT, IDEMPOTENCY_MISMATCH or a domain rule (QUOTA_EXCEEDED, ...).",
+    410: "CURSOR_EXPIRED: sync from no cursor (`details.reset` is true).",
+    413: "PAYLOAD_TOO_LARGE: the body exceeds the configured limit.",
+    422: "VALIDATION_ERROR: invalid fields, listed in `details.fields`.",
+    429: "RATE_LIMITED: retry after the Retry-After header's seconds.",
+    500: "INTERNAL: an unexpected error; nothing internal is revealed.",
+    503: "UNAVAILABLE or STALE_READ: a dependency is down or a read model is behind.",
+}
+
+
+_ENVELOPE_REF: Final = {"$ref": "#/components/schemas/ErrorEnvelope"}
+
+
+def error_responses(*statuses: int, model: bool = True) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for these statuses, each the envelope as
+    application/json, so clients and contract tests know every error a route
+    may answer. ``model=False`` for routes whose success is not JSON (an event
+    stream): FastAPI would file the model under the route's media type; the
+    schema is registered by the other routes."""
+    entries: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {
+            "description": _ERROR_DESCRIPTIONS[status],
+            "content": {"application/json": {"schema": dict(_ENVELOPE_REF)}},
+        }
+        if model:
+            entry["model"] = ErrorEnvelope
+        entries[status] = entry
+    return entries
+
+
+# What any authenticated route may answer besides its success (410 only where
+# a cursor can expire: the sync routes add it).
+ERROR_STATUSES: Final = (400, 401, 403, 404, 409, 413, 422, 429, 500, 503)
+SYNC_ERROR_STATUSES: Final = (*ERROR_STATUSES, 410)
+ERROR_RESPONSES: Final = error_responses(*ERROR_STATUSES)
+SYNC_ERROR_RESPONSES: Final = error_responses(*SYNC_ERROR_STATUSES)
 
 
 class ApiError(Exception):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import (
@@ -44,8 +44,35 @@ Plan = Annotated[str, Field(json_schema_extra={"enum": sorted(MONTHLY_ENTRY_QUOT
 EventType = Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+$|^\*$", max_length=80)]
 
 
+def _holds_nul(value: Any) -> bool:
+    """Whether any string in ``value`` (keys included, at any depth) holds U+0000.
+    A loop, not recursion: the body may be nested as deep as the JSON parser allows."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return False
+
+
 class Command(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # PostgreSQL text and jsonb cannot hold NUL: an event carrying one would
+        # stop every projection that stores it, for every team. Refused here,
+        # before anything is appended.
+        if _holds_nul(data):
+            raise ValueError("text must not contain NUL characters (U+0000)")
+        return data
 
 
 class CreateTeam(Command):

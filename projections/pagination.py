@@ -12,6 +12,7 @@ import orjson
 __all__ = ["InvalidCursor", "Page", "decode_cursor", "encode_cursor", "page_of"]
 
 _MAX_CURSOR_CHARS = 200
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class InvalidCursor(ValueError):
@@ -37,7 +38,17 @@ def decode_cursor(kind: str, cursor: str, *types: type[int] | type[str]) -> tupl
     # bool is an int to Python; a cursor never holds one.
     if not all(type(v) is t for v, t in zip(values, types, strict=True)):
         raise InvalidCursor("cursor is not valid")
+    # A forged cursor of the right shape must still fit the columns it is
+    # compared with (bigint, text): else the database refuses it with a 500.
+    if not all(_fits(v) for v in values):
+        raise InvalidCursor("cursor is not valid")
     return tuple(values)
+
+
+def _fits(value: int | str) -> bool:
+    if isinstance(value, int):
+        return _INT64_MIN <= value <= _INT64_MAX
+    return "\x00" not in value
 
 
 @dataclass(frozen=True, slots=True)

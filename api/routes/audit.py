@@ -15,15 +15,17 @@ from uuid import UUID
 
 import structlog
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from aggregates.base import Actor
 from api.dependencies import ServicesDep, TeamActor
-from api.errors import ApiError, validation_error
+from api.documented import PAGE, RESOURCE, STREAM_PAGE
+from api.errors import ERROR_RESPONSES, ApiError, validation_error
 from api.freshness import fresh
 from api.pagination import PageQuery, page_response
 from api.responses import OrjsonResponse
 from api.routes.events import parse_types
+from api.timestamps import Rfc3339
 from infra.audit_history import (
     AuditHistory,
     NoSuchVersion,
@@ -39,7 +41,7 @@ __all__ = ["router"]
 
 log = structlog.get_logger(__name__)
 
-router = APIRouter(prefix="/v1/teams/{team_id}/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/teams/{team_id}/audit", tags=["audit"], responses=ERROR_RESPONSES)
 
 # Aggregate versions (of ?version=); global positions are bounded in their cursors.
 MAX_VERSION: Final = 2**62
@@ -60,7 +62,7 @@ class StateQuery(BaseModel):
     version: int | None = Field(
         default=None, ge=1, le=MAX_VERSION, description="The state at this version."
     )
-    at: AwareDatetime | None = Field(
+    at: Rfc3339 | None = Field(
         default=None,
         description="The state at this time (RFC 3339 with an offset): the last version "
         "whose event is stamped at or before it.",
@@ -69,12 +71,10 @@ class StateQuery(BaseModel):
 
 class ActivityQuery(PageQuery):
     actor: UUID | None = Field(default=None, description="Only this member's events (user id).")
-    from_: AwareDatetime | None = Field(
+    from_: Rfc3339 | None = Field(
         default=None, alias="from", description="Events at or after this time (RFC 3339)."
     )
-    to: AwareDatetime | None = Field(
-        default=None, description="Events before this time (RFC 3339)."
-    )
+    to: Rfc3339 | None = Field(default=None, description="Events before this time (RFC 3339).")
     types: list[Annotated[str, Field(max_length=2000)]] = Field(
         default_factory=list,
         max_length=50,
@@ -95,7 +95,11 @@ def _stream(history: AuditHistory, actor: Actor, aggregate_id: UUID) -> Stream:
     return found
 
 
-@router.get("/streams/{aggregate_id}/events", summary="One aggregate's events, oldest first")
+@router.get(
+    "/streams/{aggregate_id}/events",
+    summary="One aggregate's events, oldest first",
+    responses=STREAM_PAGE,
+)
 def stream_events(
     aggregate_id: UUID,
     query: Annotated[PageQuery, Query()],
@@ -114,7 +118,11 @@ def stream_events(
     )
 
 
-@router.get("/streams/{aggregate_id}/state", summary="One aggregate's state at a version or a time")
+@router.get(
+    "/streams/{aggregate_id}/state",
+    summary="One aggregate's state at a version or a time",
+    responses=RESOURCE,
+)
 def stream_state(
     aggregate_id: UUID,
     query: Annotated[StateQuery, Query()],
@@ -157,7 +165,7 @@ def stream_state(
     )
 
 
-@router.get("/activity", summary="Who did what in the team, in position order")
+@router.get("/activity", summary="Who did what in the team, in position order", responses=PAGE)
 def activity(
     query: Annotated[ActivityQuery, Query()],
     actor: AuditReader,

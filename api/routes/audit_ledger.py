@@ -12,12 +12,13 @@ import hmac
 import threading
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, model_validator
 
 from api.dependencies import ServicesDep, signed_in
-from api.errors import ApiError
+from api.documented import RESOURCE
+from api.errors import ERROR_RESPONSES, ApiError
 from api.responses import OrjsonResponse
 from infra import audit_verify
 from infra.audit_verify import LedgerMissing
@@ -26,14 +27,16 @@ from infra.projection_wiring import checkpoint_signer, connector
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=ERROR_RESPONSES)
 
 # One verification at a time per process: each reads up to the configured cap.
 _VERIFYING = threading.Lock()
 
 
 async def audit_reader(
-    services: ServicesDep, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    services: ServicesDep,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> None:
     expected = services.settings.operator_token
     _, _, token = (authorization or "").partition(" ")
@@ -41,7 +44,7 @@ async def audit_reader(
         token.strip().encode(), expected.get_secret_value().encode()
     ):
         return
-    actor = (await signed_in(services, authorization)).actor
+    actor = (await signed_in(request, services, authorization)).actor
     if not actor.may_audit:
         raise ApiError(403, "FORBIDDEN", "owners, admins and auditors may read the audit chain")
 
@@ -109,7 +112,9 @@ def _verify(services: Services, query: VerifyQuery) -> dict[str, Any]:
     return data
 
 
-@router.get("/verify", summary="Recompute the hash chain from the stored events")
+@router.get(
+    "/verify", summary="Recompute the hash chain from the stored events", responses=RESOURCE
+)
 async def verify(
     reader: AuditReader, services: ServicesDep, query: Annotated[VerifyQuery, Query()]
 ) -> OrjsonResponse:
@@ -118,7 +123,7 @@ async def verify(
     except Busy:
         raise ApiError(
             429, "RATE_LIMITED", "a verification is already running; retry shortly",
-            headers={"Retry-After": "5"},
+            details={"retry_after": 5}, headers={"Retry-After": "5"},
         ) from None  # fmt: skip
     except LedgerMissing as exc:
         raise _ledger_missing(exc) from None
@@ -137,7 +142,11 @@ def _head(services: Services) -> dict[str, Any]:
     }
 
 
-@router.get("/head", summary="The newest link of the hash chain and the newest signed checkpoint")
+@router.get(
+    "/head",
+    summary="The newest link of the hash chain and the newest signed checkpoint",
+    responses=RESOURCE,
+)
 async def head(reader: AuditReader, services: ServicesDep) -> OrjsonResponse:
     try:
         data = await run_in_threadpool(_head, services)

@@ -20,7 +20,7 @@ from starlette.responses import StreamingResponse
 
 from aggregates.base import Actor, Role
 from api.dependencies import ServicesDep, TeamActor
-from api.errors import ApiError
+from api.errors import ERROR_RESPONSES, ApiError
 from api.freshness import fresh
 from api.responses import OrjsonResponse
 from projections.event_feed import export_pages, list_events
@@ -28,7 +28,7 @@ from projections.public_events import PUBLIC_TYPES
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/teams/{team_id}/events", tags=["events"])
+router = APIRouter(prefix="/v1/teams/{team_id}/events", tags=["events"], responses=ERROR_RESPONSES)
 
 EventsFresh = Annotated[None, Depends(fresh("event_feed"))]
 NDJSON: Final = "application/x-ndjson"

@@ -61,7 +61,18 @@ def _fanout(status: FanoutStatus) -> dict[str, Any]:
     }
 
 
-@router.get("/readyz", summary="Dependencies are reachable", response_model=None)
+@router.get(
+    "/readyz",
+    summary="Dependencies are reachable",
+    response_model=None,
+    responses={
+        503: {
+            "description": "Not ready (Retry-After): the same body, `status` unavailable "
+            "and the failing check named; not the error envelope.",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
 async def readyz(services: ServicesDep) -> OrjsonResponse:
     checks: dict[str, Any] = {}
 

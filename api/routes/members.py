@@ -13,7 +13,8 @@ from fastapi import APIRouter, Path, Query
 
 from aggregates.base import Actor
 from api.dependencies import CommandCtx, ServicesDep, TeamActor
-from api.errors import ApiError
+from api.documented import COMMAND, CREATED, PAGE, RESOURCE
+from api.errors import ERROR_RESPONSES, ApiError
 from api.freshness import TeamsFresh
 from api.pagination import PageQuery, page_response
 from api.responses import OrjsonResponse
@@ -22,7 +23,7 @@ from commands import teams
 from commands.models import AddMember, ChangeRole, IssueApiKey
 from projections import teams as team_reads
 
-router = APIRouter(prefix="/v1/teams/{team_id}", tags=["members"])
+router = APIRouter(prefix="/v1/teams/{team_id}", tags=["members"], responses=ERROR_RESPONSES)
 KeyId = Annotated[str, Path(pattern=r"^[a-z0-9]{16}$")]
 
 
@@ -31,7 +32,7 @@ def _key_holder(actor: Actor) -> UUID | None:
     return None if actor.is_manager else actor.user_id
 
 
-@router.get("/members", summary="Members, in the order they joined")
+@router.get("/members", summary="Members, in the order they joined", responses=PAGE)
 def list_members(
     query: Annotated[PageQuery, Query()], actor: TeamActor, services: ServicesDep, _: TeamsFresh
 ) -> OrjsonResponse:
@@ -40,7 +41,7 @@ def list_members(
     return page_response([team_reads.member_view(r) for r in page.rows], page.next_cursor)
 
 
-@router.get("/members/{user_id}", summary="One member")
+@router.get("/members/{user_id}", summary="One member", responses=RESOURCE)
 def get_member(
     user_id: UUID, actor: TeamActor, services: ServicesDep, _: TeamsFresh
 ) -> OrjsonResponse:
@@ -51,24 +52,28 @@ def get_member(
     return resource_response(team_reads.member_view(row), row["version"])
 
 
-@router.post("/members", status_code=201, summary="Add a member")
+@router.post("/members", status_code=201, summary="Add a member", responses=CREATED)
 def add_member(body: AddMember, ctx: CommandCtx, services: ServicesDep) -> OrjsonResponse:
     return command_response(teams.add_member(services.event_store, ctx, body))
 
 
-@router.patch("/members/{user_id}", summary="Change a member's role")
+@router.patch("/members/{user_id}", summary="Change a member's role", responses=COMMAND)
 def change_role(
     user_id: UUID, body: ChangeRole, ctx: CommandCtx, services: ServicesDep
 ) -> OrjsonResponse:
     return command_response(teams.change_role(services.event_store, ctx, user_id, body))
 
 
-@router.delete("/members/{user_id}", summary="Remove a member (revokes their keys)")
+@router.delete(
+    "/members/{user_id}", summary="Remove a member (revokes their keys)", responses=COMMAND
+)
 def remove_member(user_id: UUID, ctx: CommandCtx, services: ServicesDep) -> OrjsonResponse:
     return command_response(teams.remove_member(services.event_store, ctx, user_id))
 
 
-@router.get("/api-keys", summary="API keys, oldest first: all for managers, else one's own")
+@router.get(
+    "/api-keys", summary="API keys, oldest first: all for managers, else one's own", responses=PAGE
+)
 def list_api_keys(
     query: Annotated[PageQuery, Query()], actor: TeamActor, services: ServicesDep, _: TeamsFresh
 ) -> OrjsonResponse:
@@ -79,7 +84,7 @@ def list_api_keys(
     return page_response([team_reads.api_key_view(r) for r in page.rows], page.next_cursor)
 
 
-@router.get("/api-keys/{key_id}", summary="One API key (never its secret)")
+@router.get("/api-keys/{key_id}", summary="One API key (never its secret)", responses=RESOURCE)
 def get_api_key(
     key_id: KeyId, actor: TeamActor, services: ServicesDep, _: TeamsFresh
 ) -> OrjsonResponse:
@@ -91,11 +96,13 @@ def get_api_key(
     return resource_response(team_reads.api_key_view(row), row["version"])
 
 
-@router.post("/api-keys", status_code=201, summary="Issue an API key (shown once)")
+@router.post(
+    "/api-keys", status_code=201, summary="Issue an API key (shown once)", responses=CREATED
+)
 def issue_api_key(body: IssueApiKey, ctx: CommandCtx, services: ServicesDep) -> OrjsonResponse:
     return command_response(teams.issue_api_key(services.event_store, ctx, body))
 
 
-@router.delete("/api-keys/{key_id}", summary="Revoke an API key")
+@router.delete("/api-keys/{key_id}", summary="Revoke an API key", responses=COMMAND)
 def revoke_api_key(key_id: KeyId, ctx: CommandCtx, services: ServicesDep) -> OrjsonResponse:
     return command_response(teams.revoke_api_key(services.event_store, ctx, key_id))

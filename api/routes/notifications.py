@@ -15,7 +15,8 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from aggregates.notification_preferences import NotificationKind
 from api.dependencies import CommandCtx, ServicesDep, TeamActor
-from api.errors import ApiError
+from api.documented import COMMAND, INBOX_PAGE, LIST, RESOURCE
+from api.errors import ERROR_RESPONSES, ApiError
 from api.freshness import fresh
 from api.pagination import PageQuery
 from api.responses import OrjsonResponse
@@ -27,7 +28,7 @@ from projections import notification_preferences as preference_reads
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/teams/{team_id}", tags=["notifications"])
+router = APIRouter(prefix="/v1/teams/{team_id}", tags=["notifications"], responses=ERROR_RESPONSES)
 
 NotificationId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The notification's id.")]
 PreferencesFresh = Annotated[None, Depends(fresh("notification_preferences"))]
@@ -37,7 +38,9 @@ class InboxQuery(PageQuery):
     unread: bool = False
 
 
-@router.get("/notifications", summary="The caller's notifications, newest first")
+@router.get(
+    "/notifications", summary="The caller's notifications, newest first", responses=INBOX_PAGE
+)
 def list_notifications(
     query: Annotated[InboxQuery, Query()], actor: TeamActor, services: ServicesDep
 ) -> OrjsonResponse:
@@ -60,14 +63,22 @@ def list_notifications(
 
 
 # Declared before /{notification_id}/read so "read-all" is never taken for an id.
-@router.post("/notifications/read-all", summary="Mark all the caller's notifications read")
+@router.post(
+    "/notifications/read-all",
+    summary="Mark all the caller's notifications read",
+    responses=RESOURCE,
+)
 def mark_all_read(actor: TeamActor, services: ServicesDep) -> OrjsonResponse:
     with services.pool.connection() as conn:
         marked = inbox.mark_all_read(conn, actor.team_id, actor.user_id)
     return OrjsonResponse({"data": {"marked": marked}})
 
 
-@router.get("/notifications/{notification_id}", summary="One of the caller's notifications")
+@router.get(
+    "/notifications/{notification_id}",
+    summary="One of the caller's notifications",
+    responses=RESOURCE,
+)
 def get_notification(
     notification_id: NotificationId, actor: TeamActor, services: ServicesDep
 ) -> OrjsonResponse:
@@ -78,7 +89,9 @@ def get_notification(
     return OrjsonResponse({"data": inbox.notification_view(row)})
 
 
-@router.post("/notifications/{notification_id}/read", summary="Mark a notification read")
+@router.post(
+    "/notifications/{notification_id}/read", summary="Mark a notification read", responses=RESOURCE
+)
 def mark_read(
     notification_id: NotificationId, actor: TeamActor, services: ServicesDep
 ) -> OrjsonResponse:
@@ -92,6 +105,7 @@ def mark_read(
 @router.get(
     "/notification-preferences",
     summary="The caller's notification preferences: every kind with its effective flags",
+    responses=LIST,
 )
 def get_preferences(actor: TeamActor, services: ServicesDep, _: PreferencesFresh) -> OrjsonResponse:
     with services.pool.connection() as conn:
@@ -110,6 +124,7 @@ def get_preferences(actor: TeamActor, services: ServicesDep, _: PreferencesFresh
     "/notification-preferences/{kind}",
     summary="Change the caller's preferences for one kind of notification (fields left out"
     " stay as they are)",
+    responses=COMMAND,
 )
 def set_preference(
     kind: NotificationKind, body: SetNotificationPreference, ctx: CommandCtx, services: ServicesDep

@@ -9,7 +9,8 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from api.dependencies import CommandCtx, ServicesDep, TeamActor
-from api.errors import ApiError
+from api.documented import COMMAND, CREATED, PAGE, RESOURCE
+from api.errors import ERROR_RESPONSES, ApiError
 from api.freshness import PromptsFresh
 from api.pagination import PageQuery, page_response
 from api.responses import OrjsonResponse
@@ -18,10 +19,12 @@ from commands import prompts
 from commands.models import CreatePrompt, EditPrompt
 from projections import prompts as prompt_reads
 
-router = APIRouter(prefix="/v1/teams/{team_id}/prompts", tags=["prompts"])
+router = APIRouter(
+    prefix="/v1/teams/{team_id}/prompts", tags=["prompts"], responses=ERROR_RESPONSES
+)
 
 
-@router.post("", status_code=201, summary="Create a prompt")
+@router.post("", status_code=201, summary="Create a prompt", responses=CREATED)
 def create_prompt(body: CreatePrompt, ctx: CommandCtx, services: ServicesDep) -> OrjsonResponse:
     return command_response(prompts.create_prompt(services.event_store, ctx, body))
 
@@ -30,7 +33,7 @@ class PromptQuery(PageQuery):
     include_archived: bool = False
 
 
-@router.get("", summary="The team's prompts, newest first")
+@router.get("", summary="The team's prompts, newest first", responses=PAGE)
 def list_prompts(
     query: Annotated[PromptQuery, Query()],
     actor: TeamActor,
@@ -48,7 +51,7 @@ def list_prompts(
     return page_response([prompt_reads.prompt_view(r) for r in page.rows], page.next_cursor)
 
 
-@router.get("/{prompt_id}", summary="One prompt, archived or not")
+@router.get("/{prompt_id}", summary="One prompt, archived or not", responses=RESOURCE)
 def get_prompt(
     prompt_id: UUID, actor: TeamActor, services: ServicesDep, _: PromptsFresh
 ) -> OrjsonResponse:
@@ -59,13 +62,13 @@ def get_prompt(
     return resource_response(prompt_reads.prompt_view(row), row["version"])
 
 
-@router.patch("/{prompt_id}", summary="Edit a prompt's text or schedule")
+@router.patch("/{prompt_id}", summary="Edit a prompt's text or schedule", responses=COMMAND)
 def edit_prompt(
     prompt_id: UUID, body: EditPrompt, ctx: CommandCtx, services: ServicesDep
 ) -> OrjsonResponse:
     return command_response(prompts.edit_prompt(services.event_store, ctx, prompt_id, body))
 
 
-@router.post("/{prompt_id}/archive", summary="Archive a prompt")
+@router.post("/{prompt_id}/archive", summary="Archive a prompt", responses=COMMAND)
 def archive_prompt(prompt_id: UUID, ctx: CommandCtx, services: ServicesDep) -> OrjsonResponse:
     return command_response(prompts.archive_prompt(services.event_store, ctx, prompt_id))

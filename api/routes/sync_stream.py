@@ -25,7 +25,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from aggregates.base import Actor
 from api.dependencies import TeamActor
-from api.errors import ApiError
+from api.documented import SYNC_PAGE
+from api.errors import SYNC_ERROR_RESPONSES, SYNC_ERROR_STATUSES, ApiError, error_responses
 from api.freshness import ProjectionPositions, fresh
 from api.responses import OrjsonResponse
 from api.routes.sync import MAX_SYNC_PAGE
@@ -72,7 +73,7 @@ _UNAVAILABLE: Final = (
     es_persistence.InterfaceError,
 )
 
-router = APIRouter(prefix="/v1/teams/{team_id}/sync", tags=["sync"])
+router = APIRouter(prefix="/v1/teams/{team_id}/sync", tags=["sync"], responses=SYNC_ERROR_RESPONSES)
 SyncFresh = Annotated[None, Depends(fresh(PROJECTION))]
 
 
@@ -318,7 +319,8 @@ def _stream_key(actor: Actor) -> str:
     summary="Changes as Server-Sent Events: `id` is the cursor; `Last-Event-ID` resumes",
     responses={
         200: {"description": "An endless event stream."},
-        429: {"description": "Too many open streams for this API key."},
+        # The envelope as JSON, not filed under text/event-stream.
+        **error_responses(*SYNC_ERROR_STATUSES, model=False),
     },
 )
 async def stream_changes(
@@ -350,7 +352,9 @@ async def stream_changes(
 
 
 @router.get(
-    "/poll", summary="The pull, waiting up to `wait` seconds for a change when there is none"
+    "/poll",
+    summary="The pull, waiting up to `wait` seconds for a change when there is none",
+    responses=SYNC_PAGE,
 )
 async def poll_changes(
     actor: TeamActor,
@@ -376,7 +380,9 @@ async def poll_changes(
     )
 
 
-@router.get("", summary="Changes this key may see since the cursor (none: a full sync)")
+@router.get(
+    "", summary="Changes this key may see since the cursor (none: a full sync)", responses=SYNC_PAGE
+)
 async def pull_changes(
     actor: TeamActor,
     live: LiveDep,

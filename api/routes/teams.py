@@ -7,7 +7,8 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from api.dependencies import CommandCtx, CurrentActor, OperatorToken, ServicesDep, TeamActor
-from api.errors import ApiError
+from api.documented import COMMAND, CREATED, RESOURCE
+from api.errors import ERROR_RESPONSES, ApiError
 from api.freshness import TeamsFresh
 from api.responses import OrjsonResponse
 from api.results import command_response, resource_response
@@ -15,7 +16,7 @@ from commands import teams
 from commands.models import CreateTeam, UpdateTeam
 from projections import teams as team_reads
 
-router = APIRouter(tags=["teams"])
+router = APIRouter(tags=["teams"], responses=ERROR_RESPONSES)
 
 
 @router.get("/v1/me", summary="Who this key belongs to")
@@ -28,7 +29,9 @@ def me(actor: CurrentActor) -> dict[str, str]:
     }
 
 
-@router.post("/v1/teams", status_code=201, summary="Create a team (operator token)")
+@router.post(
+    "/v1/teams", status_code=201, summary="Create a team (operator token)", responses=CREATED
+)
 async def create_team(
     request: Request, body: CreateTeam, services: ServicesDep, _: OperatorToken
 ) -> OrjsonResponse:
@@ -41,7 +44,7 @@ async def create_team(
     return command_response(created.result)
 
 
-@router.get("/v1/teams/{team_id}", summary="The team and its members")
+@router.get("/v1/teams/{team_id}", summary="The team and its members", responses=RESOURCE)
 def get_team(actor: TeamActor, services: ServicesDep, _: TeamsFresh) -> OrjsonResponse:
     with services.pool.connection() as conn:
         row = team_reads.get_team(conn, actor.team_id)
@@ -50,6 +53,8 @@ def get_team(actor: TeamActor, services: ServicesDep, _: TeamsFresh) -> OrjsonRe
     return resource_response(team_reads.team_view(row), row["version"])
 
 
-@router.patch("/v1/teams/{team_id}", summary="Rename the team or change its plan")
+@router.patch(
+    "/v1/teams/{team_id}", summary="Rename the team or change its plan", responses=COMMAND
+)
 def update_team(body: UpdateTeam, ctx: CommandCtx, services: ServicesDep) -> OrjsonResponse:
     return command_response(teams.update_team(services.event_store, ctx, body))

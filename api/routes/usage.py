@@ -7,18 +7,19 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from api.dependencies import ServicesDep, TeamActor
-from api.errors import ApiError
+from api.documented import PAGE, RESOURCE
+from api.errors import ERROR_RESPONSES, ApiError
 from api.freshness import QuotasFresh
 from api.pagination import PageQuery, page_response
 from api.responses import OrjsonResponse
 from api.results import resource_response
 from projections import quotas
 
-router = APIRouter(prefix="/v1/teams/{team_id}/usage", tags=["usage"])
+router = APIRouter(prefix="/v1/teams/{team_id}/usage", tags=["usage"], responses=ERROR_RESPONSES)
 Month = Annotated[str, Path(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", examples=["2025-05"])]
 
 
-@router.get("", summary="Months with usage, newest first")
+@router.get("", summary="Months with usage, newest first", responses=PAGE)
 def list_usage(
     query: Annotated[PageQuery, Query()], actor: TeamActor, services: ServicesDep, _: QuotasFresh
 ) -> OrjsonResponse:
@@ -27,7 +28,11 @@ def list_usage(
     return page_response([quotas.usage_view(r) for r in page.rows], page.next_cursor)
 
 
-@router.get("/{month}", summary="One month's usage (YYYY-MM, UTC); zero if nothing was written")
+@router.get(
+    "/{month}",
+    summary="One month's usage (YYYY-MM, UTC); zero if nothing was written",
+    responses=RESOURCE,
+)
 def get_usage(
     month: Month, actor: TeamActor, services: ServicesDep, _: QuotasFresh
 ) -> OrjsonResponse:

@@ -12,15 +12,17 @@ from typing import Annotated, Any, Final
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aggregates.base import Actor
 from aggregates.errors import WebhookDisabled
 from api.dependencies import ServicesDep, TeamActor
-from api.errors import ApiError, validation_error
+from api.documented import ACCEPTED, PAGE, RESOURCE
+from api.errors import ERROR_RESPONSES, ApiError, validation_error
 from api.freshness import WebhooksFresh
 from api.pagination import PageQuery, page_response
 from api.responses import OrjsonResponse
+from api.timestamps import Rfc3339
 from infra import delivery_reads
 from infra.deliveries import STATUSES
 from infra.delivery_reads import DeliveryFilter
@@ -30,7 +32,9 @@ from projections.reading import Conn, iso
 
 __all__ = ["RecoverDeliveries", "router"]
 
-router = APIRouter(prefix="/v1/teams/{team_id}/webhooks/{webhook_id}", tags=["webhooks"])
+router = APIRouter(
+    prefix="/v1/teams/{team_id}/webhooks/{webhook_id}", tags=["webhooks"], responses=ERROR_RESPONSES
+)
 
 DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The delivery's id.")]
 _KNOWN_TYPES: Final = frozenset(PUBLIC_TYPES)
@@ -48,10 +52,10 @@ class DeliveryQuery(PageQuery):
         max_length=2000,
         description="Comma-separated public event types, e.g. entry.created,entry.edited.",
     )
-    since: AwareDatetime | None = Field(
+    since: Rfc3339 | None = Field(
         default=None, description="Created at or after this time (RFC 3339 with an offset)."
     )
-    until: AwareDatetime | None = Field(
+    until: Rfc3339 | None = Field(
         default=None, description="Created before this time (RFC 3339 with an offset)."
     )
 
@@ -67,7 +71,7 @@ class RecoverDeliveries(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    since: AwareDatetime = Field(description="RFC 3339 with an offset; not in the future.")
+    since: Rfc3339 = Field(description="RFC 3339 with an offset; not in the future.")
 
     @field_validator("since")
     @classmethod
@@ -118,7 +122,9 @@ def _delivery_not_found() -> ApiError:
     return ApiError(404, "NOT_FOUND", "delivery not found")
 
 
-@router.get("/deliveries", summary="The endpoint's deliveries, newest first (no bodies)")
+@router.get(
+    "/deliveries", summary="The endpoint's deliveries, newest first (no bodies)", responses=PAGE
+)
 def list_deliveries(
     webhook_id: UUID,
     query: Annotated[DeliveryQuery, Query()],
@@ -145,6 +151,7 @@ def list_deliveries(
 @router.get(
     "/deliveries/{delivery_id}",
     summary="One delivery: the body as sent and its attempts (the newest 100)",
+    responses=RESOURCE,
 )
 def get_delivery(
     webhook_id: UUID,
@@ -162,7 +169,11 @@ def get_delivery(
     return OrjsonResponse({"data": delivery_reads.delivery_detail(row, attempts)})
 
 
-@router.get("/deliveries/{delivery_id}/attempts", summary="A delivery's attempts, oldest first")
+@router.get(
+    "/deliveries/{delivery_id}/attempts",
+    summary="A delivery's attempts, oldest first",
+    responses=PAGE,
+)
 def list_attempts(
     webhook_id: UUID,
     delivery_id: DeliveryId,
@@ -185,6 +196,7 @@ def list_attempts(
     "/deliveries/{delivery_id}/resend",
     status_code=202,
     summary="Send a delivery again now, in a new round of attempts",
+    responses=ACCEPTED,
 )
 def resend(
     webhook_id: UUID,
@@ -210,6 +222,7 @@ def resend(
     "/recover",
     status_code=202,
     summary="Requeue the endpoint's failed and canceled deliveries created since a time",
+    responses=ACCEPTED,
 )
 def recover(
     webhook_id: UUID,
@@ -226,7 +239,11 @@ def recover(
     )
 
 
-@router.get("/health", summary="The endpoint's failure streak, recent deliveries and backlog")
+@router.get(
+    "/health",
+    summary="The endpoint's failure streak, recent deliveries and backlog",
+    responses=RESOURCE,
+)
 def health(
     webhook_id: UUID,
     query: Annotated[HealthQuery, Query()],

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Query
 
 from aggregates.base import Actor
 from api.dependencies import CommandCtx, ServicesDep, TeamActor
-from api.errors import ApiError
+from api.documented import COMMAND, CREATED, PAGE, RESOURCE
+from api.errors import ERROR_RESPONSES, ApiError
 from api.freshness import WebhooksFresh
 from api.pagination import PageQuery, page_response
 from api.responses import OrjsonResponse
@@ -22,7 +23,9 @@ from infra.outbound import check_webhook_target
 from infra.settings import Settings
 from projections import webhooks as webhook_reads
 
-router = APIRouter(prefix="/v1/teams/{team_id}/webhooks", tags=["webhooks"])
+router = APIRouter(
+    prefix="/v1/teams/{team_id}/webhooks", tags=["webhooks"], responses=ERROR_RESPONSES
+)
 
 
 def _url_guard(settings: Settings) -> UrlGuard:
@@ -35,7 +38,9 @@ def _url_guard(settings: Settings) -> UrlGuard:
     return guard
 
 
-@router.post("", status_code=201, summary="Register an endpoint (secret shown once)")
+@router.post(
+    "", status_code=201, summary="Register an endpoint (secret shown once)", responses=CREATED
+)
 def register(body: RegisterWebhook, ctx: CommandCtx, services: ServicesDep) -> OrjsonResponse:
     guard = _url_guard(services.settings)
     result = webhooks.register_webhook(services.event_store, ctx, body, url_guard=guard)
@@ -47,7 +52,7 @@ def _require_manager(actor: Actor) -> None:
         raise ApiError(403, "FORBIDDEN", "only owners and admins manage webhooks")
 
 
-@router.get("", summary="The team's endpoints, newest first (never their secrets)")
+@router.get("", summary="The team's endpoints, newest first (never their secrets)", responses=PAGE)
 def list_webhooks(
     query: Annotated[PageQuery, Query()],
     actor: TeamActor,
@@ -62,7 +67,7 @@ def list_webhooks(
     return page_response([webhook_reads.webhook_view(r) for r in page.rows], page.next_cursor)
 
 
-@router.get("/{webhook_id}", summary="One endpoint (never its secret)")
+@router.get("/{webhook_id}", summary="One endpoint (never its secret)", responses=RESOURCE)
 def get_webhook(
     webhook_id: UUID, actor: TeamActor, services: ServicesDep, _: WebhooksFresh
 ) -> OrjsonResponse:
@@ -75,7 +80,9 @@ def get_webhook(
     return resource_response(webhook_reads.webhook_view(row), row["version"])
 
 
-@router.patch("/{webhook_id}", summary="Change an endpoint's URL, filter or description")
+@router.patch(
+    "/{webhook_id}", summary="Change an endpoint's URL, filter or description", responses=COMMAND
+)
 def update(
     webhook_id: UUID, body: UpdateWebhook, ctx: CommandCtx, services: ServicesDep
 ) -> OrjsonResponse:
@@ -84,12 +91,12 @@ def update(
     return command_response(result)
 
 
-@router.delete("/{webhook_id}", summary="Delete an endpoint")
+@router.delete("/{webhook_id}", summary="Delete an endpoint", responses=COMMAND)
 def delete(webhook_id: UUID, ctx: CommandCtx, services: ServicesDep) -> OrjsonResponse:
     return command_response(webhooks.delete_webhook(services.event_store, ctx, webhook_id))
 
 
-@router.post("/{webhook_id}/rotate-secret", summary="Rotate the signing secret")
+@router.post("/{webhook_id}/rotate-secret", summary="Rotate the signing secret", responses=COMMAND)
 def rotate_secret(
     webhook_id: UUID, body: RotateWebhookSecret, ctx: CommandCtx, services: ServicesDep
 ) -> OrjsonResponse:
@@ -97,11 +104,11 @@ def rotate_secret(
     return command_response(result)
 
 
-@router.post("/{webhook_id}/disable", summary="Stop deliveries to an endpoint")
+@router.post("/{webhook_id}/disable", summary="Stop deliveries to an endpoint", responses=COMMAND)
 def disable(webhook_id: UUID, ctx: CommandCtx, services: ServicesDep) -> OrjsonResponse:
     return command_response(webhooks.disable_webhook(services.event_store, ctx, webhook_id))
 
 
-@router.post("/{webhook_id}/enable", summary="Resume deliveries to an endpoint")
+@router.post("/{webhook_id}/enable", summary="Resume deliveries to an endpoint", responses=COMMAND)
 def enable(webhook_id: UUID, ctx: CommandCtx, services: ServicesDep) -> OrjsonResponse:
     return command_response(webhooks.enable_webhook(services.event_store, ctx, webhook_id))
