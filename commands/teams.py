@@ -83,6 +83,7 @@ def create_team(
             {"id": str(team_id), "owner_user_id": str(owner_id), "owner_key": key.token},
             team,
             status_code=201,
+            shown_once=("owner_key",),
         )
 
     result = run_command(store, context, "CreateTeam", command.model_dump(mode="json"), decide)
@@ -155,7 +156,9 @@ def issue_api_key(
             secret_hash=secret_hash,
         )
         session.record(ApiKeyIndexed(key.key_id, team.id))
-        return Decision({"key_id": key.key_id, "key": key.token}, team, status_code=201)
+        return Decision(
+            {"key_id": key.key_id, "key": key.token}, team, status_code=201, shown_once=("key",)
+        )
 
     return run_command(store, ctx, "IssueApiKey", command.model_dump(mode="json"), decide)
 

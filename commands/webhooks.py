@@ -78,7 +78,9 @@ def register_webhook(
             id_from_client=False,
         )
         session.record(WebhookSecretStored(secret_id, endpoint_id, ctx.actor.team_id, secret))
-        return Decision({"id": str(endpoint_id), "secret": secret}, endpoint, 201)
+        return Decision(
+            {"id": str(endpoint_id), "secret": secret}, endpoint, 201, shown_once=("secret",)
+        )
 
     return run_command(store, ctx, "RegisterWebhook", command.model_dump(mode="json"), decide)
 
@@ -123,7 +125,9 @@ def rotate_webhook_secret(
         )
         session.record(WebhookSecretRetiring(previous_id, valid_until))
         session.record(WebhookSecretStored(secret_id, endpoint_id, ctx.actor.team_id, secret))
-        return Decision({"id": str(endpoint_id), "secret": secret}, endpoint)
+        return Decision(
+            {"id": str(endpoint_id), "secret": secret}, endpoint, shown_once=("secret",)
+        )
 
     payload = {"id": str(endpoint_id), **command.model_dump(mode="json")}
     return run_command(store, ctx, "RotateWebhookSecret", payload, decide)

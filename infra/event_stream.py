@@ -58,6 +58,7 @@ def events_stream(settings: Settings) -> JStream:
         max_age=settings.events_stream_max_age,
         max_bytes=settings.events_stream_max_bytes,
         duplicate_window=settings.events_duplicate_window,
+        num_replicas=settings.events_stream_replicas,
         declare=True,
     )
 

@@ -156,7 +156,7 @@ class Fanout:
 
     def _broker(self) -> NatsBroker:
         return NatsBroker(
-            self._settings.nats_url or "",
+            self._settings.nats_servers(),
             name="chronik-consumers",
             connect_timeout=5,
             allow_reconnect=True,

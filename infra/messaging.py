@@ -34,7 +34,7 @@ async def connect_nats(settings: Settings, *, name: str) -> Client:
     # the first connect, where it loops inside connect() and (on Python 3.11)
     # can swallow the cancellation meant to stop it. Callers retry instead.
     client = await nats.connect(
-        settings.nats_url,
+        settings.nats_servers(),
         name=name,
         error_cb=on_error,
         connect_timeout=5,

@@ -36,15 +36,29 @@ class Settings(BaseSettings):
         default=None, description="PostgreSQL URL; unset starts the embedded server."
     )
     nats_url: str | None = Field(
-        default=None, description="NATS URL; unset starts the embedded server."
+        default=None,
+        description="NATS URL, or a comma-separated list of a cluster's servers;"
+        " unset starts the embedded server.",
     )
     nats_namespace: str = Field(
         default="chronik",
         pattern=r"^[a-z][a-z0-9_]{0,30}$",
         description="Prefix of NATS subjects and streams, so deployments can share a server.",
     )
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(default=8000, ge=0, le=65535)
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="Address the API listens on; 0.0.0.0 in a container.",
+    )
+    http_port: int = Field(
+        default=8000, ge=0, le=65535, description="Port the API listens on (0: a free one)."
+    )
+    worker_metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Port on CHRONIK_HTTP_HOST where `chronik worker` serves /metrics (0: off)."
+        " Each worker process on one host needs its own.",
+    )
     http_workers: int = Field(
         default=1,
         ge=1,
@@ -61,15 +75,50 @@ class Settings(BaseSettings):
     webhook_allowed_networks: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
         default_factory=list, description="Comma-separated CIDRs that bypass the SSRF guard."
     )
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = Field(default=25, ge=1, le=65535)
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_starttls: bool = False
-    email_from: str = "chronik@localhost"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "console"] = "json"
-    db_pool_size: int = Field(default=10, ge=1, le=200)
+    smtp_host: str = Field(default="127.0.0.1", description="SMTP server for outgoing email.")
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP server port.")
+    smtp_username: str | None = Field(
+        default=None, description="SMTP login; unset: no authentication."
+    )
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
+    smtp_starttls: bool = Field(
+        default=False, description="Upgrade the plain SMTP connection with STARTTLS."
+    )
+    email_from: str = Field(
+        default="chronik@localhost", description="Sender address of outgoing email."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Lowest level of log records written."
+    )
+    log_format: Literal["json", "console"] = Field(
+        default="json", description="One JSON object per line, or `console` for humans."
+    )
+    tracing: Literal["off", "otlp", "console"] = Field(
+        default="off",
+        description="OpenTelemetry tracing: `off` (no provider: every span a no-op), `otlp`"
+        " (OTLP/HTTP to CHRONIK_OTLP_ENDPOINT) or `console` (spans printed to stdout).",
+    )
+    otlp_endpoint: str = Field(
+        default="http://127.0.0.1:4318",
+        pattern=r"^https?://",
+        description="Base URL of the OTLP/HTTP collector; spans are posted to <url>/v1/traces.",
+    )
+    tracing_service_name: str = Field(
+        default="chronik",
+        min_length=1,
+        description="Service name of traced processes; each adds its role (chronik-api,"
+        " chronik-worker).",
+    )
+    tracing_sample_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of new traces recorded; a trace that arrives sampled (a client's"
+        " traceparent, one stored with the events) keeps its decision.",
+    )
+    db_pool_size: int = Field(
+        default=10, ge=1, le=200, description="Connections per database pool of a process."
+    )
     group_commit_max: int = Field(
         default=64,
         ge=1,
@@ -77,7 +126,12 @@ class Settings(BaseSettings):
         description="Commands one API or worker process appends in one transaction at most"
         " (group commit); 1 gives every command a transaction of its own.",
     )
-    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        le=64 * 1_048_576,
+        description="Largest request body accepted; larger ones get 413 PAYLOAD_TOO_LARGE.",
+    )
     projection_batch_size: int = Field(
         default=500, ge=1, le=50_000, description="Events a projection applies per transaction."
     )
@@ -95,6 +149,12 @@ class Settings(BaseSettings):
     )
     events_stream_max_bytes: int = Field(
         default=1 << 30, ge=-1, description="Bytes JetStream keeps of events (-1: no limit)."
+    )
+    events_stream_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="Copies JetStream keeps of the events stream; 3 on a NATS cluster.",
     )
     events_duplicate_window: float = Field(
         default=600, gt=0, le=86_400, description="Seconds JetStream drops republished events."
@@ -178,6 +238,87 @@ class Settings(BaseSettings):
         le=60,
         description="How long a read with min_position waits before 503 STALE_READ.",
     )
+    # -- Limits and security headers (docs/operations.md, "Limits and security").
+    # Rates are per API process: with N processes a key gets up to N times them.
+    rate_limit_owner: float = Field(
+        default=1000,
+        ge=0,
+        description="Requests/s one owner key may make to one API process (0: no limit).",
+    )
+    rate_limit_admin: float = Field(
+        default=1000,
+        ge=0,
+        description="Requests/s one admin key may make to one API process (0: no limit).",
+    )
+    rate_limit_member: float = Field(
+        default=500,
+        ge=0,
+        description="Requests/s one member key may make to one API process (0: no limit).",
+    )
+    rate_limit_auditor: float = Field(
+        default=500,
+        ge=0,
+        description="Requests/s one auditor key may make to one API process (0: no limit).",
+    )
+    rate_limit_burst_seconds: float = Field(
+        default=5,
+        gt=0,
+        le=3600,
+        description="A key may burst to this many seconds' worth of its rate at once"
+        " (at least one request).",
+    )
+    rate_limit_max_buckets: int = Field(
+        default=100_000,
+        ge=1,
+        le=10_000_000,
+        description="Keys (and client addresses) whose buckets one API process remembers;"
+        " the least recently seen are dropped first.",
+    )
+    auth_failure_limit: int = Field(
+        default=30,
+        ge=1,
+        le=100_000,
+        description="Failed authentications one client address may make per"
+        " CHRONIK_AUTH_FAILURE_WINDOW before it gets 429.",
+    )
+    auth_failure_window: float = Field(
+        default=60,
+        gt=0,
+        le=86_400,
+        description="Seconds over which CHRONIK_AUTH_FAILURE_LIMIT failures refill.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins (https://app.example.com) browsers may call the"
+        " API from; * for any; empty: no CORS headers.",
+    )
+    cors_max_age: int = Field(
+        default=600, ge=0, le=86_400, description="Seconds browsers may cache a CORS preflight."
+    )
+    hsts_max_age: int = Field(
+        default=0,
+        ge=0,
+        le=63_072_000,
+        description="Strict-Transport-Security max-age in seconds; 0 sends no HSTS header"
+        " (set it only when clients reach the API over HTTPS alone).",
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origin_shape(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            exact = f"{parts.scheme}://{parts.netloc}" == origin
+            if origin != "*" and not (parts.scheme in ("http", "https") and exact):
+                raise ValueError(f"{origin!r} is not an origin such as https://app.example.com")
+        return value
 
     @field_validator("audit_signing_keys", mode="before")
     @classmethod
@@ -246,14 +387,21 @@ class Settings(BaseSettings):
     def _nats_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("nats", "tls") or not parts.hostname:
-            raise ValueError("must look like nats://host:port")
-        try:
-            parts.port  # noqa: B018
-        except ValueError as exc:
-            raise ValueError("has an invalid port") from exc
+        for server in value.split(","):
+            parts = urlsplit(server.strip())
+            if parts.scheme not in ("nats", "tls") or not parts.hostname:
+                raise ValueError("must look like nats://host:port[,nats://host:port...]")
+            try:
+                parts.port  # noqa: B018
+            except ValueError as exc:
+                raise ValueError("has an invalid port") from exc
         return value
+
+    def nats_servers(self) -> list[str]:
+        """The NATS servers to connect to, in order."""
+        if self.nats_url is None:
+            raise SettingsError("CHRONIK_NATS_URL is not set and no embedded server was started")
+        return [server.strip() for server in self.nats_url.split(",")]
 
     @field_validator("webhook_allowed_networks", mode="before")
     @classmethod

@@ -7,8 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
+from infra.settings import Settings
 from tests.e2e.conftest import OPERATOR_TOKEN, Api
 
 
@@ -310,3 +312,32 @@ def test_one_idempotency_key_twenty_times_appends_once(api: Api) -> None:
     assert api.client(owner_key).get(f"{url}/{entry_id}").status_code == 200
     mismatch = api.client(owner_key).post(url, json={"title": "other"}, headers=headers)
     assert (mismatch.status_code, mismatch.json()["error"]["code"]) == (409, "IDEMPOTENCY_MISMATCH")
+
+
+def test_secrets_are_shown_once_even_to_an_idempotent_replay(
+    api: Api, api_settings: Settings
+) -> None:
+    team = api.create_team()
+    owner = api.client(team["owner_key"])
+    user_id = team["owner_user_id"]
+    url = f"/v1/teams/{team['id']}/api-keys"
+    headers = {"Idempotency-Key": f"key-{uuid.uuid4()}"}
+    first = owner.post(url, json={"user_id": user_id, "name": "ci"}, headers=headers)
+    again = owner.post(url, json={"user_id": user_id, "name": "ci"}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    key = first.json()["data"]["key"]
+    assert key.startswith("chk_")
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["data"] == {"key_id": first.json()["data"]["key_id"], "key": None}
+    hook_headers = {"Idempotency-Key": f"hook-{uuid.uuid4()}"}
+    hook = owner.post(
+        f"/v1/teams/{team['id']}/webhooks",
+        json={"url": "https://example.com/hook"},
+        headers=hook_headers,
+    )
+    assert hook.status_code == 201, hook.text
+    secret = hook.json()["data"]["secret"]
+    with psycopg.connect(api_settings.database_url_value()) as conn:
+        stored = conn.execute("SELECT response::text FROM idempotency_records").fetchall()
+    assert len(stored) == 2
+    assert not any(key in text or secret in text for (text,) in stored)

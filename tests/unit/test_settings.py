@@ -14,6 +14,8 @@ from infra.settings import SettingsError, load_settings
         ("database_url", "postgresql://localhost:notaport/db"),
         ("database_url", "postgresql://localhost:5432"),
         ("nats_url", "http://localhost:4222"),
+        ("nats_url", "nats://a:4222,http://b:4222"),
+        ("events_stream_replicas", "7"),
         ("http_port", "70000"),
         ("nats_namespace", "Bad Name"),
     ],
@@ -30,6 +32,11 @@ def test_secrets_do_not_show_in_the_settings_repr() -> None:
     assert "hunter2" not in repr(settings)
     assert "op-secret" not in repr(settings)
     assert settings.database_url_value().endswith("@db:5432/chronik")
+
+
+def test_a_nats_cluster_is_a_comma_separated_list_of_servers() -> None:
+    settings = load_settings(nats_url="nats://a:4222, tls://b:4223")
+    assert settings.nats_servers() == ["nats://a:4222", "tls://b:4223"]
 
 
 def test_allowed_networks_come_as_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
