@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit install bench clean
+.PHONY: run test lint typecheck unit install bench soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "Chronik needs Python 3.11 or newer on PATH"; exit 1; }
@@ -42,3 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.sync $(ARGS)
 	$(BIN)/python -m bench.webhooks $(ARGS)
 	$(BIN)/python -m bench.audit $(ARGS)
+
+# 10 minutes of mixed load; memory, errors and projection lag checked (docs/operations.md, "Soak").
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(ARGS)
