@@ -16,6 +16,7 @@ from uuid import UUID
 import orjson
 import pytest
 from nats.js.api import StorageType, StreamInfo
+from psycopg import AsyncConnection, Notify
 from psycopg.rows import dict_row
 
 from aggregates.base import Actor, Role
@@ -26,11 +27,20 @@ from commands.models import AddMember, CreateEntry, EditEntry
 from infra.devstack.nats import EmbeddedNats
 from infra.devstack.processes import wait_until
 from infra.event_store import EventStore
+from infra.event_stream import event_subject
 from infra.fanout import Fanout
 from infra.messaging import connect_nats, stream_name
-from infra.relay import ENVELOPE, LOCK, relay_status
+from infra.relay import (
+    ENVELOPE,
+    LOCK,
+    JetStreamPublisher,
+    OutMessage,
+    _next_notify,
+    relay_status,
+)
 from infra.settings import Settings
 from projections.event_feed import EventFeedProjection, list_events
+from projections.registry import PROGRESS_CHANNEL
 from projections.runner import RunnerConfig
 from tests.projection_support import (
     TeamFixture,
@@ -290,6 +300,63 @@ def test_a_republish_adds_nothing_to_the_stream(
     status = relay_row(url)
     assert status["position"] == feed_position(url) == head(url)
     assert status["last_error"] is None
+
+
+def test_publishing_batches_leaves_no_subscription_or_task_behind(
+    relay_settings: Settings,
+) -> None:
+    """Every batch once took a JetStream context of its own, whose first
+    publish subscribed the connection to an acknowledgement inbox (with an
+    asyncio task) for good: the fan-out grew ~7 KB a batch (the soak's leak).
+    Now the publisher's subscriptions and the loop's tasks stay as they were
+    after its first batch."""
+    subject = event_subject(relay_settings, "00000000-0000-0000-0000-000000000001", "test")
+
+    def batch(n: int) -> list[OutMessage]:
+        return [OutMessage(subject, b"{}", {"Nats-Msg-Id": f"{n}-{i}"}) for i in range(3)]
+
+    async def publish() -> tuple[tuple[int, int], tuple[int, int]]:
+        publisher = JetStreamPublisher(relay_settings)
+        try:
+            await publisher.publish(batch(0))
+            client = publisher._client
+            assert client is not None
+            before = len(client._subs), len(asyncio.all_tasks())
+            for n in range(1, 51):
+                await publisher.publish(batch(n))
+            return before, (len(client._subs), len(asyncio.all_tasks()))
+        finally:
+            await publisher.close()
+
+    before, after = asyncio.run(publish())
+    assert after == before
+    info, published = stream(relay_settings)
+    assert len(published) == info.state.messages == 51 * 3
+
+
+def test_a_wait_for_progress_takes_every_notification_kept_meanwhile(
+    settings: Settings,
+) -> None:
+    """Progress notified while the relay's connection runs its queries is kept
+    by psycopg until the next wait. A wait once took one of them: under load
+    the rest piled up (925 queued Notify objects at one moment of a soak) and
+    every wait returned at once instead of waiting."""
+    url = settings.database_url_value()
+
+    async def left_after_a_wait() -> list[Notify]:
+        async with (
+            await AsyncConnection.connect(url, autocommit=True) as relay_conn,
+            await AsyncConnection.connect(url, autocommit=True) as projections,
+        ):
+            await relay_conn.execute(f"LISTEN {PROGRESS_CHANNEL}")
+            for n in range(20):
+                await projections.execute(f"NOTIFY {PROGRESS_CHANNEL}, '{n}'")
+            await asyncio.sleep(0.2)
+            await relay_conn.execute("SELECT 1")  # a query: psycopg keeps what arrives
+            await _next_notify(relay_conn, 1.0)
+            return [n async for n in relay_conn.notifies(timeout=0)]
+
+    assert asyncio.run(left_after_a_wait()) == []
 
 
 def test_one_relay_is_active_and_the_other_takes_over(
