@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from tests.projection_support import TeamFixture, create_team, seed_entries
 __all__ = [
     "RESULTS",
     "SeededLog",
+    "configured_servers",
     "fresh_database",
     "run_and_report",
     "seeded_log",
@@ -81,20 +83,29 @@ def _drop_made_databases() -> None:
             conn.execute(drop.format(sql.Identifier(name)))
 
 
-def run_and_report(name: str, scenarios: Callable[[Settings], list[Result]]) -> None:
-    """Run ``scenarios`` against CHRONIK_DATABASE_URL/NATS_URL, or embedded
-    servers when unset; write JSON to bench/results and a table to stdout."""
+@contextlib.contextmanager
+def configured_servers() -> Iterator[Settings]:
+    """Settings for CHRONIK_DATABASE_URL/NATS_URL, or for embedded servers
+    started when they are unset; at the end the databases ``fresh_database``
+    made are dropped and embedded servers stopped."""
     settings = load_settings()
     stack = None
     if settings.database_url is None or settings.nats_url is None:
         stack = DevStack(settings.model_copy(update={"data_dir": Path(tempfile.mkdtemp())}))
         settings = stack.start()
     try:
-        results = scenarios(settings)
+        yield settings
     finally:
         _drop_made_databases()
         if stack is not None:
             stack.stop()
+
+
+def run_and_report(name: str, scenarios: Callable[[Settings], list[Result]]) -> None:
+    """Run ``scenarios`` against the configured servers; write JSON to
+    bench/results and a table to stdout."""
+    with configured_servers() as settings:
+        results = scenarios(settings)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))

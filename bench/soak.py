@@ -36,7 +36,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -47,18 +46,16 @@ from typing import Any
 import httpx
 import nats
 import psycopg
-from psycopg import sql
 
+from bench.common import configured_servers, fresh_database
 from bench.receiver import RemoteReceiver, running_receiver
 from bench.soak_load import LoadStats, SoakTeam, drive
 from bench.sse_clients import rss_kib
 from infra.db import PostgresTarget
-from infra.devstack import DevStack
 from infra.devstack.processes import free_port, wait_until
 from infra.event_store import head_position, open_event_store
-from infra.migrations import migrate
 from infra.operations import WORKER_ROLES
-from infra.settings import Settings, load_settings
+from infra.settings import Settings
 from projections import registry
 from tests.projection_support import create_team
 
@@ -67,23 +64,6 @@ TEAMS = 4
 
 
 # -- servers -------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def soak_database(settings: Settings) -> Iterator[str]:
-    """A fresh migrated database on the configured server, dropped afterwards."""
-    target = PostgresTarget.from_url(settings.database_url_value())
-    name = f"chronik_soak_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        url = target.with_dbname(name).url()
-        migrate(PostgresTarget.from_url(url).conninfo())
-        yield url
-    finally:
-        with psycopg.connect(target.conninfo(), autocommit=True) as conn:
-            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-            conn.execute(drop.format(sql.Identifier(name)))
 
 
 @contextlib.contextmanager
@@ -226,8 +206,8 @@ def soak(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _soak(settings: Settings, args: argparse.Namespace, namespace: str) -> dict[str, Any]:
+    url = fresh_database(settings)
     with (
-        soak_database(settings) as url,
         running_receiver() as receiver,
         # One connection for the samples: a shared server's connections are few.
         psycopg.connect(url, autocommit=True) as conn,
@@ -406,16 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split-worker", action="store_true", help="one worker process per role")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON")
     args = parser.parse_args(argv)
-    settings = load_settings()
-    stack = None
-    if settings.database_url is None or settings.nats_url is None:
-        stack = DevStack(settings.model_copy(update={"data_dir": Path(tempfile.mkdtemp())}))
-        settings = stack.start()
-    try:
+    with configured_servers() as settings:
         result = soak(settings, args)
-    finally:
-        if stack is not None:
-            stack.stop()
     report(result, args.results)
     return 0 if result["ok"] else 1
 
