@@ -261,18 +261,36 @@ def test_one_trace_follows_a_command_to_its_webhook_delivery(
         wait_until(lambda: len(hooks.received()) >= 1, timeout=60, what="the webhook delivery")
         assert hooks.received()[0].doc["aggregate_id"] == entry_id
 
-        stages = {"webhook POST", "webhooks receive", "publish entry.created"}
+        # Each process exports in batches of its own, so the API's spans may
+        # arrive after the worker's: wait for every stage of both.
+        route = "POST /v1/teams/{team_id}/entries"
+        stages = {
+            route,
+            "command CreateEntry",
+            "event_store append",
+            "projection event_feed",
+            "publish entry.created",
+            "webhooks receive",
+            "webhook POST",
+        }
 
         def traced_through() -> bool:
-            names = {s.name for s in otlp.trace(CLIENT_TRACE_ID)}
-            return stages <= names and "projection event_feed" in names
+            in_trace = otlp.trace(CLIENT_TRACE_ID)
+            appends = {s.span_id for s in in_trace if s.name == "event_store append"}
+            linked = {
+                span_id
+                for s in otlp.all()
+                if s.name == "group_commit transaction"
+                for trace_id, span_id in s.links
+                if trace_id == CLIENT_TRACE_ID
+            }
+            return stages <= {s.name for s in in_trace} and bool(appends & linked)
 
         wait_until(traced_through, timeout=30, what="every stage's span exported")
         spans = otlp.trace(CLIENT_TRACE_ID)
 
     # The API: the server span (FastAPI's) continues the client's, the command
     # runs in it (under FastAPI's endpoint span), the append in the command.
-    route = "POST /v1/teams/{team_id}/entries"
     server = _one(spans, "server span", name=route, service="chronik-api")
     assert (server.kind, server.parent_id) == (SERVER, CLIENT_SPAN_ID)
     assert server.attributes["http.route"] == "/v1/teams/{team_id}/entries"
