@@ -3,6 +3,7 @@ builds every connection from the settings it is given."""
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
@@ -69,7 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await run_in_threadpool(open_services, settings)
+        services = await run_in_threadpool(
+            functools.partial(open_services, settings, follow_changes=True)
+        )
         app.state.services = services
         app.state.positions = ProjectionPositions(
             connector(services.target, name="chronik-api"), services.pool.connection

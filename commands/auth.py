@@ -1,8 +1,11 @@
 """API keys: ``chk_<key_id>_<secret>``, scrypt-hashed, checked against the team.
 
-The team aggregate is the source of truth for keys, roles and revocation; the
-event store brings a cached team up to date with one query per request, so a
-revoked key stops working on every API process at its next request. scrypt
+The team aggregate is the source of truth for keys, roles and revocation. The
+API's event store keeps its cached teams current from the event log's
+notifications (infra.aggregate_freshness): a key revoked through one API
+process stops working there at once, and on every other process within
+milliseconds, when the notification arrives (or at the next request, if that
+process is not following the log). scrypt
 runs once per key and process: a verified secret is remembered by a SHA-256
 digest, which is cheap to compare and useless to anyone who reads memory
 hoping for the secret itself.

@@ -33,6 +33,9 @@ class Services:
     _event_store_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _nats_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _authenticator: Authenticator | None = field(default=None, repr=False)
+    # A long-lived process serving commands: cached aggregates are kept current
+    # from the log's notifications instead of a query per load.
+    follow_changes: bool = False
 
     @property
     def event_store(self) -> EventStore:
@@ -46,6 +49,7 @@ class Services:
                         self.target,
                         pool_size=self.settings.db_pool_size,
                         group_commit_max=self.settings.group_commit_max,
+                        follow_changes=self.follow_changes,
                     )
         return self._event_store
 
@@ -95,11 +99,12 @@ class Services:
             self._event_store.close()
 
 
-def open_services(settings: Settings) -> Services:
+def open_services(settings: Settings, *, follow_changes: bool = False) -> Services:
     target = PostgresTarget.from_url(settings.database_url_value())
     log.info("opening database", database=target.redacted())
     return Services(
         settings=settings,
         target=target,
         pool=open_pool(target, size=settings.db_pool_size, name="reads"),
+        follow_changes=follow_changes,
     )

@@ -4,6 +4,7 @@ from our settings. Its notification id is Chronik's one global position."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from copy import deepcopy
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
@@ -36,6 +37,7 @@ from commands.locks import KeyedLocks
 from commands.ports import Conflict, StoredResponse, Unavailable
 from commands.records import CommandRecord
 from infra import tracing
+from infra.aggregate_freshness import AggregateFreshness
 from infra.command_records import write_records
 from infra.db import PostgresTarget, reconnect_steadily
 from infra.group_commit import GroupCommitter
@@ -44,6 +46,7 @@ from infra.serialization import OrjsonTranscoder, PydanticMapper
 __all__ = [
     "DEFAULT_GROUP_COMMIT_MAX",
     "EVENTS_TABLE",
+    "FRESHNESS_READER",
     "SNAPSHOTS_TABLE",
     "TEAM_SNAPSHOT_INTERVAL",
     "EventStore",
@@ -62,6 +65,8 @@ DEFAULT_GROUP_COMMIT_MAX = 64  # as Settings.group_commit_max
 _log = structlog.get_logger(__name__)
 _LOAD_LOCKS = KeyedLocks()
 EVENTS_TABLE = "chronik_events"
+# The application_name of each API process's freshness reader (pg_stat_activity).
+FRESHNESS_READER = "chronik-aggregate-freshness"
 # The library names it "<application name>_snapshots"; migration 0005 makes it.
 SNAPSHOTS_TABLE = "chronik_snapshots"
 A = TypeVar("A", bound=Aggregate)
@@ -99,7 +104,11 @@ class EventStore(Application[UUID]):
     }
 
     def __init__(
-        self, env: dict[str, str], *, group_commit_max: int = DEFAULT_GROUP_COMMIT_MAX
+        self,
+        env: dict[str, str],
+        *,
+        group_commit_max: int = DEFAULT_GROUP_COMMIT_MAX,
+        freshness: AggregateFreshness | None = None,
     ) -> None:
         super().__init__(env=env)
         self._committer = (
@@ -107,6 +116,10 @@ class EventStore(Application[UUID]):
             if group_commit_max > 1
             else None
         )
+        # Without it, every load of a cached aggregate asks for newer events.
+        self._freshness = freshness
+        if freshness is not None:
+            freshness.start()
 
     def construct_transcoder(self) -> Transcoder:
         return OrjsonTranscoder()
@@ -144,12 +157,65 @@ class EventStore(Application[UUID]):
             # could copy it mid-update ("dictionary changed size"). One lock per
             # aggregate id serialises exactly those loads.
             with _LOAD_LOCKS.held(aggregate_id):
-                aggregate: Aggregate = self._repository_for(cls).get(aggregate_id)
+                aggregate = self._current_copy(aggregate_id)
+                if aggregate is None:
+                    aggregate = self._load(aggregate_id, self._repository_for(cls))
         except AggregateNotFoundError:
             return None
         except (OperationalError, PoolTimeout) as exc:
             raise Unavailable(str(exc)) from exc
         return aggregate if isinstance(aggregate, cls) else None
+
+    @property
+    def freshness(self) -> AggregateFreshness | None:
+        return self._freshness
+
+    def _current_copy(self, aggregate_id: UUID) -> Aggregate | None:
+        """A copy of the cached aggregate, when it is known to be current."""
+        if self._freshness is None or self.repository.cache is None:
+            return None
+        try:
+            cached = self.repository.cache.get(aggregate_id)
+        except KeyError:
+            return None
+        if not isinstance(cached, Aggregate):
+            return None
+        if not self._freshness.is_current(aggregate_id, cached.version):
+            return None
+        return deepcopy(cached)
+
+    def _load(self, aggregate_id: UUID, repository: Repository[UUID]) -> Aggregate:
+        """From the database: the cached copy brought up to date, or replayed."""
+        if self._freshness is None:
+            loaded: Aggregate = repository.get(aggregate_id)
+            return loaded
+        mark = self._freshness.mark()
+        loaded = repository.get(aggregate_id)
+        self._freshness.loaded(aggregate_id, mark)
+        return loaded
+
+    def _doubt(self, aggregates: Sequence[Aggregate]) -> None:
+        """A lost race: the cached copies may be behind; the retry loads them."""
+        if self._freshness is not None:
+            for aggregate in aggregates:
+                self._freshness.doubt(aggregate.id)
+
+    def _remember_saved(self, aggregates: Sequence[Aggregate], positions: Sequence[int]) -> None:
+        """Caches what this process just appended (the next command on the same
+        aggregates needs no query), never over a newer cached version."""
+        cache = self.repository.cache
+        if self._freshness is None or cache is None or not positions:
+            return
+        last = positions[-1]
+        for aggregate in aggregates:
+            with _LOAD_LOCKS.held(aggregate.id):
+                try:
+                    newer = cache.get(aggregate.id).version >= aggregate.version
+                except KeyError:
+                    newer = False
+                if not newer:
+                    cache.put(aggregate.id, aggregate)
+                    self._freshness.saved(aggregate.id, last)
 
     def save(  # type: ignore[override]
         self,
@@ -190,10 +256,15 @@ class EventStore(Application[UUID]):
         try:
             positions = self._append(events, records)
         except IntegrityError as exc:
+            self._doubt(aggregates)
             raise Conflict(str(exc)) from exc
+        except Conflict:  # the group committer's answer for this command alone
+            self._doubt(aggregates)
+            raise
         except (OperationalError, PoolTimeout) as exc:
             raise Unavailable(str(exc)) from exc
         self._snapshot_due(aggregates, events)
+        self._remember_saved(aggregates, positions)
         return positions
 
     def _append(
@@ -205,6 +276,8 @@ class EventStore(Application[UUID]):
         return self._committer.append(stored, records)
 
     def close(self) -> None:
+        if self._freshness is not None:
+            self._freshness.stop()
         if self._committer is not None:
             self._committer.close()
         super().close()
@@ -304,9 +377,27 @@ def library_env(target: PostgresTarget, *, pool_size: int) -> dict[str, str]:
 
 
 def open_event_store(
-    target: PostgresTarget, *, pool_size: int, group_commit_max: int = DEFAULT_GROUP_COMMIT_MAX
+    target: PostgresTarget,
+    *,
+    pool_size: int,
+    group_commit_max: int = DEFAULT_GROUP_COMMIT_MAX,
+    follow_changes: bool = False,
 ) -> EventStore:
+    """``follow_changes``: a thread that learns from the log which cached
+    aggregates are current, so loading those needs no query (infra.aggregate_freshness);
+    for processes that serve many commands (the API)."""
     reconnect_steadily()
+    freshness = None
+    if follow_changes:
+        conninfo = target.conninfo()
+        freshness = AggregateFreshness(
+            lambda: psycopg.connect(
+                conninfo, autocommit=True, connect_timeout=5, application_name=FRESHNESS_READER
+            ),
+            EVENTS_TABLE,
+        )
     return EventStore(
-        env=library_env(target, pool_size=pool_size), group_commit_max=group_commit_max
+        env=library_env(target, pool_size=pool_size),
+        group_commit_max=group_commit_max,
+        freshness=freshness,
     )

@@ -1,0 +1,201 @@
+"""Cached aggregates kept current from the log (infra.aggregate_freshness), on
+real PostgreSQL: two stores on one database stand for two API processes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+from eventsourcing.domain import event
+
+from aggregates.base import Aggregate, EventMetadata
+from commands.ports import Conflict
+from infra.aggregate_freshness import AggregateFreshness
+from infra.db import PostgresTarget
+from infra.devstack.processes import wait_until
+from infra.event_store import (
+    EVENTS_TABLE,
+    FRESHNESS_READER,
+    EventStore,
+    library_env,
+    open_event_store,
+)
+
+METADATA = EventMetadata(
+    team_id=uuid.UUID(int=7), actor_user_id=uuid.UUID(int=1), actor_key_id="k", command="Count"
+)
+
+
+class Counter(Aggregate):
+    @event("Started")
+    def __init__(self) -> None:
+        self.total = Decimal(0)
+
+    @event("Added")
+    def add(self, amount: Decimal) -> None:
+        self.total += amount
+
+
+@pytest.fixture
+def open_store(database_url: str) -> Iterator[Callable[..., EventStore]]:
+    opened: list[EventStore] = []
+
+    def open_(*, follow_changes: bool = True) -> EventStore:
+        store = open_event_store(
+            PostgresTarget.from_url(database_url), pool_size=2, follow_changes=follow_changes
+        )
+        opened.append(store)
+        if store.freshness is not None:
+            following = store.freshness
+            wait_until(lambda: following.position is not None, timeout=10, what="reading")
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+def _counting_loads(store: EventStore) -> list[Any]:
+    """The queries ``store`` makes for an aggregate's events (spied, not replaced)."""
+    calls: list[Any] = []
+    real = store.recorder_.select_events
+
+    def select_events(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    store.recorder_.select_events = select_events
+    return calls
+
+
+def _caught_up(store: EventStore, position: int) -> Callable[[], bool]:
+    freshness = store.freshness
+    assert freshness is not None
+    return lambda: (freshness.position or 0) >= position
+
+
+def test_a_current_cached_aggregate_loads_without_a_query(
+    open_store: Callable[..., EventStore],
+) -> None:
+    store = open_store()
+    counter = Counter()
+    counter.add(Decimal(2))
+    store.save([counter], metadata=METADATA)
+    loads = _counting_loads(store)
+
+    for _ in range(3):
+        loaded = store.get(counter.id, Counter)
+        assert loaded is not None
+        assert (loaded.version, loaded.total) == (2, Decimal(2))
+        loaded.add(Decimal(1))  # a copy: the cached one is not changed by this
+
+    assert loads == []
+    assert store.get(counter.id, Counter).total == Decimal(2)  # type: ignore[union-attr]
+
+
+def test_a_change_made_by_another_process_is_seen(
+    open_store: Callable[..., EventStore],
+) -> None:
+    here, there = open_store(), open_store()
+    counter = Counter()
+    [position] = here.save([counter], metadata=METADATA)
+    assert here.get(counter.id, Counter) is not None
+
+    elsewhere = there.get(counter.id, Counter)
+    assert elsewhere is not None
+    elsewhere.add(Decimal(5))
+    [changed_at] = there.save([elsewhere], metadata=METADATA)
+
+    wait_until(_caught_up(here, changed_at), timeout=10, what="the change read here")
+    loads = _counting_loads(here)
+    seen = here.get(counter.id, Counter)
+    assert seen is not None
+    assert (seen.version, seen.total) == (2, Decimal(5))
+    assert len(loads) == 1  # brought up to date once, then current again
+    assert here.get(counter.id, Counter).version == 2  # type: ignore[union-attr]
+    assert len(loads) == 1
+    assert changed_at > position
+
+
+def test_a_copy_made_stale_before_the_news_arrives_conflicts_and_the_retry_is_fresh(
+    database_url: str, open_store: Callable[..., EventStore]
+) -> None:
+    # A reader that hears nothing for the test's length: the window between
+    # another process's commit and its notification, held open.
+    conninfo = PostgresTarget.from_url(database_url).conninfo()
+    silent = AggregateFreshness(
+        lambda: psycopg.connect(conninfo, autocommit=True),
+        "chronik_nobody_notifies_this",
+        poll_seconds=600,
+        stale_after=600,
+    )
+    target = PostgresTarget.from_url(database_url)
+    here = EventStore(library_env(target, pool_size=2), freshness=silent)
+    try:
+        wait_until(lambda: silent.position is not None, timeout=10, what="reading")
+        there = open_store(follow_changes=False)
+        counter = Counter()
+        here.save([counter], metadata=METADATA)
+        elsewhere = there.get(counter.id, Counter)
+        assert elsewhere is not None
+        elsewhere.add(Decimal(5))
+        there.save([elsewhere], metadata=METADATA)
+
+        stale = here.get(counter.id, Counter)
+        assert stale is not None
+        assert stale.version == 1  # the window: not yet heard of
+        stale.add(Decimal(1))
+        with pytest.raises(Conflict):
+            here.save([stale], metadata=METADATA)
+
+        retried = here.get(counter.id, Counter)
+        assert retried is not None
+        assert (retried.version, retried.total) == (2, Decimal(5))
+        retried.add(Decimal(1))
+        here.save([retried], metadata=METADATA)
+        assert there.get(counter.id, Counter).total == Decimal(6)  # type: ignore[union-attr]
+    finally:
+        here.close()
+
+
+def test_a_reader_that_lost_its_connection_resumes_where_it_stopped(
+    database_url: str, open_store: Callable[..., EventStore]
+) -> None:
+    here, there = open_store(), open_store(follow_changes=False)
+    counter = Counter()
+    here.save([counter], metadata=METADATA)
+    assert here.get(counter.id, Counter) is not None
+
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = %s",
+            (FRESHNESS_READER,),
+        ).fetchall()
+        assert ended == [(True,)]
+        elsewhere = there.get(counter.id, Counter)
+        assert elsewhere is not None
+        elsewhere.add(Decimal(3))
+        [changed_at] = there.save([elsewhere], metadata=METADATA)
+
+    wait_until(_caught_up(here, changed_at), timeout=15, what="the reader back")
+    seen = here.get(counter.id, Counter)
+    assert seen is not None
+    assert (seen.version, seen.total) == (2, Decimal(3))
+
+
+def test_without_following_every_load_asks_the_database(
+    open_store: Callable[..., EventStore],
+) -> None:
+    store = open_store(follow_changes=False)
+    counter = Counter()
+    store.save([counter], metadata=METADATA)
+    loads = _counting_loads(store)
+    store.get(counter.id, Counter)
+    store.get(counter.id, Counter)
+    assert len(loads) == 2
+    assert EVENTS_TABLE == "chronik_events"

@@ -1,0 +1,94 @@
+"""The bookkeeping of infra.aggregate_freshness, fed rows by hand (the reading
+itself runs against PostgreSQL in tests/integration)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from infra import aggregate_freshness
+from infra.aggregate_freshness import AggregateFreshness
+
+A, B = uuid.UUID(int=1), uuid.UUID(int=2)
+
+
+class _Rows:
+    """Answers the reader's queries: the head first, then the changes given."""
+
+    def __init__(self, head: int) -> None:
+        self.head = head
+        self.changes: list[tuple[int, uuid.UUID, int]] = []
+
+    def execute(self, query: str, params: Any = None) -> _Rows:
+        return self
+
+    def fetchone(self) -> tuple[int]:
+        return (self.head,)
+
+    def fetchall(self) -> list[tuple[int, uuid.UUID, int]]:
+        changes, self.changes = self.changes, []
+        return changes
+
+
+def _reading(head: int) -> tuple[AggregateFreshness, _Rows]:
+    freshness = AggregateFreshness(lambda: None, "unused")  # type: ignore[arg-type,return-value]
+    rows = _Rows(head)
+    freshness._read(rows)  # type: ignore[arg-type]
+    return freshness, rows
+
+
+def test_nothing_is_current_before_the_first_read() -> None:
+    freshness = AggregateFreshness(lambda: None, "unused")  # type: ignore[arg-type,return-value]
+    assert freshness.mark() is None
+    freshness.saved(A, 10)
+    assert not freshness.is_current(A, 1)
+
+
+def test_a_copy_is_current_until_a_newer_version_is_read() -> None:
+    freshness, rows = _reading(head=10)
+    freshness.loaded(A, freshness.mark())
+    assert freshness.is_current(A, 3)
+    rows.changes = [(11, B, 1), (12, A, 4)]
+    freshness._read(rows)  # type: ignore[arg-type]
+    assert not freshness.is_current(A, 3)
+    assert freshness.is_current(A, 4)
+    assert not freshness.is_current(B, 1)  # never loaded here
+
+
+def test_doubt_and_unmarked_loads_are_not_current() -> None:
+    freshness, _ = _reading(head=10)
+    freshness.loaded(A, freshness.mark())
+    freshness.doubt(A)
+    assert not freshness.is_current(A, 3)
+    freshness.loaded(B, None)
+    assert not freshness.is_current(B, 1)
+
+
+def test_a_reader_that_stopped_reading_vouches_for_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    freshness, _ = _reading(head=10)
+    freshness.loaded(A, freshness.mark())
+    later = time.monotonic() + aggregate_freshness.STALE_AFTER + 1
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    assert not freshness.is_current(A, 3)
+    assert freshness.mark() is None
+
+
+def test_past_the_memory_bound_every_earlier_copy_is_loaded_afresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(aggregate_freshness, "MAX_VERSIONS", 3)
+    freshness, rows = _reading(head=10)
+    freshness.loaded(A, freshness.mark())
+    rows.changes = [(11 + n, uuid.UUID(int=100 + n), 1) for n in range(3)]
+    freshness._read(rows)  # type: ignore[arg-type]
+    assert freshness.is_current(A, 3)  # fits: nothing forgotten
+    rows.changes = [(14, B, 1)]
+    freshness._read(rows)  # type: ignore[arg-type]
+    assert not freshness.is_current(A, 3)  # loaded before what was forgotten
+    freshness.loaded(A, freshness.mark())
+    assert freshness.is_current(A, 3)
