@@ -162,7 +162,9 @@ class AggregateFreshness:
                 self._versions.clear()
                 self._floor = after
             for position, aggregate_id, version in rows:
-                if version > self._versions.get(aggregate_id, 0):
+                # A first version needs no note: nothing can have been cached
+                # before the aggregate existed (most events of a busy log).
+                if version > max(1, self._versions.get(aggregate_id, 0)):
                     self._versions[aggregate_id] = version
                 after = position
             self._position = after

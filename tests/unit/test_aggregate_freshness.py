@@ -58,6 +58,14 @@ def test_a_copy_is_current_until_a_newer_version_is_read() -> None:
     assert not freshness.is_current(B, 1)  # never loaded here
 
 
+def test_first_versions_take_no_memory() -> None:
+    freshness, rows = _reading(head=10)
+    rows.changes = [(11 + n, uuid.UUID(int=100 + n), 1) for n in range(50)]
+    freshness._read(rows)  # type: ignore[arg-type]
+    assert freshness._versions == {}
+    assert freshness.position == 60
+
+
 def test_doubt_and_unmarked_loads_are_not_current() -> None:
     freshness, _ = _reading(head=10)
     freshness.loaded(A, freshness.mark())
@@ -84,10 +92,10 @@ def test_past_the_memory_bound_every_earlier_copy_is_loaded_afresh(
     monkeypatch.setattr(aggregate_freshness, "MAX_VERSIONS", 3)
     freshness, rows = _reading(head=10)
     freshness.loaded(A, freshness.mark())
-    rows.changes = [(11 + n, uuid.UUID(int=100 + n), 1) for n in range(3)]
+    rows.changes = [(11 + n, uuid.UUID(int=100 + n), 2) for n in range(3)]
     freshness._read(rows)  # type: ignore[arg-type]
     assert freshness.is_current(A, 3)  # fits: nothing forgotten
-    rows.changes = [(14, B, 1)]
+    rows.changes = [(14, B, 2)]
     freshness._read(rows)  # type: ignore[arg-type]
     assert not freshness.is_current(A, 3)  # loaded before what was forgotten
     freshness.loaded(A, freshness.mark())
