@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import nats
 import structlog
+from faststream.message import StreamMessage
+from faststream.nats import NatsBroker, NatsMessage
 from nats.aio.client import Client
 
 from infra.settings import Settings
 
-__all__ = ["connect_nats", "stream_name", "subject_prefix"]
+__all__ = ["connect_nats", "current_message", "stream_name", "subject_prefix"]
 
 log = structlog.get_logger(__name__)
 
@@ -45,3 +49,16 @@ async def connect_nats(settings: Settings, *, name: str) -> Client:
     client.options["max_reconnect_attempts"] = -1
     client.options["reconnect_time_wait"] = 1
     return client
+
+
+def current_message(broker: NatsBroker) -> NatsMessage:
+    """The message a handler of ``broker`` is handling. Handlers take it from
+    the broker's context instead of declaring a ``NatsMessage`` parameter:
+    fast_depends resolves that through a synchronous call, which it runs in a
+    thread pool: a trip per message, ~11% of the fan-out's CPU at 500
+    events/s (bench B5)."""
+    message = broker.context.get_local("message")
+    # NatsMessage is a subscripted alias (StreamMessage[Msg]): check its origin.
+    if not isinstance(message, StreamMessage):
+        raise RuntimeError("no NATS message is being handled here")
+    return cast(NatsMessage, message)

@@ -36,6 +36,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from infra import notifications
 from infra.event_stream import VISIBLE_TO_HEADER, all_events_subject, events_stream
+from infra.messaging import current_message
 from infra.settings import Settings
 from infra.waiting import first_of
 
@@ -99,7 +100,8 @@ class NotificationConsumer:
             config=ConsumerConfig(max_ack_pending=MAX_ACK_PENDING, ack_wait=30),
             ack_policy=AckPolicy.MANUAL,
         )
-        async def notify(message: NatsMessage) -> None:
+        async def notify(_: object) -> None:  # the decoded body; the message has it too
+            message = current_message(broker)
             await self.handle(message)
 
     async def handle(self, message: NatsMessage) -> None:

@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from infra import deliveries, tracing
 from infra.event_stream import VISIBLE_TO_HEADER, all_events_subject, events_stream
+from infra.messaging import current_message
 from infra.settings import Settings
 from infra.tracing import CORRELATION_HEADER
 from infra.waiting import first_of
@@ -72,7 +73,8 @@ class WebhookFanout:
             config=ConsumerConfig(max_ack_pending=MAX_ACK_PENDING, ack_wait=30),
             ack_policy=AckPolicy.MANUAL,
         )
-        async def fan_out(message: NatsMessage) -> None:
+        async def fan_out(_: object) -> None:  # the decoded body; the message has it too
+            message = current_message(broker)
             await self._traced(message)
 
     async def _traced(self, message: NatsMessage) -> None:
