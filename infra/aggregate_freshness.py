@@ -15,9 +15,10 @@ before the copy was loaded (so every event after ``p`` is one it reads), it
 has seen no newer version of that aggregate since, and it is following (has
 read within ``STALE_AFTER`` seconds). Anything else is loaded as before.
 What this gives up: a change committed by another process is seen here once
-its notification arrives (about a millisecond later), not at the next
-request. A command that decided on a copy made stale in that window fails its
-append on the version, and ``doubt`` makes its retry load afresh.
+its notification arrives (about a millisecond later; at most ``STALE_AFTER``
+if the reader's connection is lost without a sign), not at the next request.
+A command that decided on a copy made stale in that window fails its append
+on the version, and ``doubt`` makes its retry load afresh.
 """
 
 from __future__ import annotations
@@ -150,14 +151,19 @@ class AggregateFreshness:
         """Reads the changes after the last position; returns how many."""
         with self._lock:
             after = self._position
+        first = after is None
         if after is None:
-            # Nothing is cached with a mark yet: start from the head.
+            # Start from the head: what came before is never read here.
             row = conn.execute(SELECT_HEAD).fetchone()
             after = int(row[0]) if row else 0
             rows: list[tuple[int, UUID, int]] = []
         else:
             rows = conn.execute(SELECT_CHANGES, (after, READ_LIMIT)).fetchall()
         with self._lock:
+            if first:
+                # A copy saved before the head (its save raced the first read)
+                # may have been overtaken by an event this reader never reads.
+                self._floor = after
             if len(self._versions) + len(rows) > MAX_VERSIONS:
                 self._versions.clear()
                 self._floor = after

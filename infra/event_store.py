@@ -200,21 +200,31 @@ class EventStore(Application[UUID]):
             for aggregate in aggregates:
                 self._freshness.doubt(aggregate.id)
 
-    def _remember_saved(self, aggregates: Sequence[Aggregate], positions: Sequence[int]) -> None:
-        """Caches what this process just appended (the next command on the same
-        aggregates needs no query), never over a newer cached version."""
+    def _remember_saved(
+        self,
+        aggregates: Sequence[Aggregate],
+        events: Sequence[Aggregate.Event],
+        positions: Sequence[int],
+    ) -> None:
+        """Caches copies of the aggregates this process just appended events of
+        (the next command on them needs no query), never over a newer cached
+        version. Only those: the append checked their versions, not the others'."""
         cache = self.repository.cache
         if self._freshness is None or cache is None or not positions:
             return
         last = positions[-1]
+        appended = {event.originator_id for event in events}
         for aggregate in aggregates:
+            if aggregate.id not in appended:
+                continue
             with _LOAD_LOCKS.held(aggregate.id):
                 try:
                     newer = cache.get(aggregate.id).version >= aggregate.version
                 except KeyError:
                     newer = False
                 if not newer:
-                    cache.put(aggregate.id, aggregate)
+                    # A copy: the caller still holds the aggregate it decided on.
+                    cache.put(aggregate.id, deepcopy(aggregate))
                     self._freshness.saved(aggregate.id, last)
 
     def save(  # type: ignore[override]
@@ -264,7 +274,7 @@ class EventStore(Application[UUID]):
         except (OperationalError, PoolTimeout) as exc:
             raise Unavailable(str(exc)) from exc
         self._snapshot_due(aggregates, events)
-        self._remember_saved(aggregates, positions)
+        self._remember_saved(aggregates, events, positions)
         return positions
 
     def _append(

@@ -199,3 +199,40 @@ def test_without_following_every_load_asks_the_database(
     store.get(counter.id, Counter)
     assert len(loads) == 2
     assert EVENTS_TABLE == "chronik_events"
+
+
+def test_what_a_process_saved_is_cached_as_a_copy_of_its_own(
+    open_store: Callable[..., EventStore],
+) -> None:
+    store = open_store()
+    counter = Counter()
+    counter.add(Decimal(2))
+    store.save([counter], metadata=METADATA)
+    counter.add(Decimal(40))  # the caller's object, changed after its save
+
+    loaded = store.get(counter.id, Counter)
+    assert loaded is not None
+    assert (loaded.version, loaded.total) == (2, Decimal(2))
+
+
+def test_only_aggregates_with_appended_events_are_cached_by_a_save(
+    open_store: Callable[..., EventStore],
+) -> None:
+    here, there = open_store(), open_store(follow_changes=False)
+    untouched = Counter()
+    there.save([untouched], metadata=METADATA)
+    stale = there.get(untouched.id, Counter)
+    assert stale is not None
+    newer = there.get(untouched.id, Counter)
+    assert newer is not None
+    newer.add(Decimal(1))
+    there.save([newer], metadata=METADATA)
+
+    changed = Counter()
+    here.save([changed, stale], metadata=METADATA)  # ``stale`` has nothing to append
+
+    cache = here.repository.cache
+    assert cache is not None
+    with pytest.raises(KeyError):
+        cache.get(stale.id)
+    assert cache.get(changed.id).version == 1

@@ -100,3 +100,11 @@ def test_past_the_memory_bound_every_earlier_copy_is_loaded_afresh(
     assert not freshness.is_current(A, 3)  # loaded before what was forgotten
     freshness.loaded(A, freshness.mark())
     assert freshness.is_current(A, 3)
+
+
+def test_a_copy_saved_before_the_first_read_s_head_is_not_vouched_for() -> None:
+    freshness, _ = _reading(head=10)
+    freshness.saved(A, 9)  # its save raced the first read: 10 may have changed it
+    assert not freshness.is_current(A, 3)
+    freshness.saved(B, 10)  # every later event is one the reader reads
+    assert freshness.is_current(B, 3)
