@@ -41,7 +41,6 @@ SELECT_CHANGES: Final = (
     "SELECT notification_id, originator_id, originator_version FROM chronik_events"
     " WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
 )
-SELECT_HEAD: Final = "SELECT coalesce(max(notification_id), 0) FROM chronik_events"
 READ_LIMIT: Final = 10_000
 # Notifications wake the reader at once; this bounds a missed one's cost.
 POLL_SECONDS: Final = 0.5
@@ -59,11 +58,13 @@ class AggregateFreshness:
         connect: Callable[[], psycopg.Connection[Any]],
         channel: str,
         *,
+        head: Callable[[psycopg.Connection[Any]], int],
         poll_seconds: float = POLL_SECONDS,
         stale_after: float = STALE_AFTER,
     ) -> None:
         self._connect = connect
         self._channel = channel
+        self._head = head  # the log's newest position, read on a connection
         self._poll_seconds = poll_seconds
         self._stale_after = stale_after
         self._lock = threading.Lock()
@@ -154,8 +155,7 @@ class AggregateFreshness:
         first = after is None
         if after is None:
             # Start from the head: what came before is never read here.
-            row = conn.execute(SELECT_HEAD).fetchone()
-            after = int(row[0]) if row else 0
+            after = self._head(conn)
             rows: list[tuple[int, UUID, int]] = []
         else:
             rows = conn.execute(SELECT_CHANGES, (after, READ_LIMIT)).fetchall()

@@ -405,6 +405,7 @@ def open_event_store(
                 conninfo, autocommit=True, connect_timeout=5, application_name=FRESHNESS_READER
             ),
             EVENTS_TABLE,
+            head=head_position,
         )
     return EventStore(
         env=library_env(target, pool_size=pool_size),

@@ -16,32 +16,40 @@ A, B = uuid.UUID(int=1), uuid.UUID(int=2)
 
 
 class _Rows:
-    """Answers the reader's queries: the head first, then the changes given."""
+    """Answers the reader's query for changes with the changes given."""
 
-    def __init__(self, head: int) -> None:
-        self.head = head
+    def __init__(self) -> None:
         self.changes: list[tuple[int, uuid.UUID, int]] = []
 
     def execute(self, query: str, params: Any = None) -> _Rows:
         return self
-
-    def fetchone(self) -> tuple[int]:
-        return (self.head,)
 
     def fetchall(self) -> list[tuple[int, uuid.UUID, int]]:
         changes, self.changes = self.changes, []
         return changes
 
 
+def _unread() -> AggregateFreshness:
+    return AggregateFreshness(
+        lambda: None,  # type: ignore[arg-type,return-value]
+        "unused",
+        head=lambda _: 10,
+    )
+
+
 def _reading(head: int) -> tuple[AggregateFreshness, _Rows]:
-    freshness = AggregateFreshness(lambda: None, "unused")  # type: ignore[arg-type,return-value]
-    rows = _Rows(head)
+    freshness = AggregateFreshness(
+        lambda: None,  # type: ignore[arg-type,return-value]
+        "unused",
+        head=lambda _: head,
+    )
+    rows = _Rows()
     freshness._read(rows)  # type: ignore[arg-type]
     return freshness, rows
 
 
 def test_nothing_is_current_before_the_first_read() -> None:
-    freshness = AggregateFreshness(lambda: None, "unused")  # type: ignore[arg-type,return-value]
+    freshness = _unread()
     assert freshness.mark() is None
     freshness.saved(A, 10)
     assert not freshness.is_current(A, 1)
