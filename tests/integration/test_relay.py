@@ -6,6 +6,7 @@ up once NATS is back."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -351,8 +352,12 @@ def test_a_wait_for_progress_takes_every_notification_kept_meanwhile(
             await relay_conn.execute(f"LISTEN {PROGRESS_CHANNEL}")
             for n in range(20):
                 await projections.execute(f"NOTIFY {PROGRESS_CHANNEL}, '{n}'")
-            await asyncio.sleep(0.2)
-            await relay_conn.execute("SELECT 1")  # a query: psycopg keeps what arrives
+            # Queries, as the relay runs between waits: psycopg keeps what
+            # arrives meanwhile. Until all 20 are kept (the case under test).
+            deadline = time.monotonic() + 10
+            while len(relay_conn._notifies_backlog or ()) < 20:
+                assert time.monotonic() < deadline, "the notifications never arrived"
+                await relay_conn.execute("SELECT 1")
             await _next_notify(relay_conn, 1.0)
             return [n async for n in relay_conn.notifies(timeout=0)]
 
