@@ -185,6 +185,12 @@ class JetStreamPublisher:
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.drain()
+            # drain refuses while NATS is away (reconnecting): close stops the
+            # client's reconnect and flusher tasks, which would otherwise be
+            # left pending when the relay's loop closes.
+            if not self._client.is_closed:
+                with contextlib.suppress(Exception):
+                    await self._client.close()
             self._client = self._js = None
 
 
