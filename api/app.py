@@ -40,12 +40,12 @@ from api.sse import install_shutdown_signals
 from infra.bootstrap import open_services
 from infra.command_metrics import observe_commands
 from infra.logging import configure_logging, logging_configured, settings_secrets
-from infra.memory import bound_malloc
+from infra.memory import bound_malloc, settle_heap
 from infra.projection_wiring import connector
 from infra.settings import Settings, load_settings
 from infra.tracing import setup_tracing, shutdown_tracing
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "create_server_app"]
 
 _UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -54,7 +54,14 @@ def _untraced(scope: MutableMapping[str, Any]) -> bool:
     return scope.get("path") in _UNTRACED_PATHS
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_server_app() -> FastAPI:
+    """What ``chronik api`` serves (each server process builds its own): the app
+    from the environment's settings, with the process's heap settled once it
+    has started (``infra.memory.settle_heap``)."""
+    return create_app(settle_heap_on_start=True)
+
+
+def create_app(settings: Settings | None = None, *, settle_heap_on_start: bool = False) -> FastAPI:
     """Build the app; with no settings given, read them from the environment."""
     # In every server process: uvicorn starts its workers afresh.
     bound_malloc()
@@ -83,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         install_shutdown_signals()
         try:
             await services.connect_messaging(name="chronik-api")
+            if settle_heap_on_start:
+                settle_heap()
             yield
         finally:
             app.state.positions.stop()

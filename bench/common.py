@@ -20,6 +20,7 @@ from infra import operations
 from infra.db import PostgresTarget
 from infra.devstack import DevStack
 from infra.event_store import open_event_store
+from infra.memory import settle_heap
 from infra.migrations import migrate
 from infra.settings import Settings, load_settings
 from tests.projection_support import TeamFixture, create_team, seed_entries
@@ -69,7 +70,9 @@ def seeded_log(settings: Settings, events: int) -> SeededLog:
 
 
 def timed_rebuild(log: SeededLog, projection: str) -> float:
-    """Seconds ``chronik projections rebuild`` takes over the seeded log."""
+    """Seconds ``chronik projections rebuild`` takes over the seeded log, with
+    the heap settled first as that command does."""
+    settle_heap()
     started = time.perf_counter()
     operations.rebuild(log.settings, projection)
     return time.perf_counter() - started

@@ -18,7 +18,7 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from aggregates.base import DomainError
 from infra.devstack.stack import StackAlreadyRunning
 from infra.logging import configure_logging, redact, settings_secrets
-from infra.memory import bound_malloc
+from infra.memory import bound_malloc, settle_heap
 from infra.operations import OperationError
 from infra.settings import Settings, SettingsError, load_settings
 
@@ -45,7 +45,7 @@ def _serve(settings: Settings) -> None:
     # uvicorn.run, not Server.run: with http_workers > 1 it forks that many
     # processes sharing the socket, each building its own app and pools.
     uvicorn.run(
-        "api.app:create_app",
+        "api.app:create_server_app",
         factory=True,
         host=settings.http_host,
         port=settings.http_port,
@@ -94,6 +94,7 @@ def _api(settings: Settings, _: argparse.Namespace) -> int:
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from infra.operations import WORKER_ROLES, run_worker
 
+    settle_heap()
     run_worker(settings, roles=tuple(args.only or WORKER_ROLES))
     return 0
 
@@ -109,6 +110,7 @@ def _projections(settings: Settings, args: argparse.Namespace) -> int:
         case "skip":
             print(operations.skip(settings, args.name, args.position, args.reason))
         case "rebuild":
+            settle_heap()
             print(operations.rebuild(settings, args.name, args.batch_size))
     return 0
 
@@ -116,6 +118,7 @@ def _projections(settings: Settings, args: argparse.Namespace) -> int:
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from infra.operations import replay
 
+    settle_heap()
     replay(settings, args.batch_size, say=lambda line: print(line, flush=True))
     return 0
 

@@ -38,9 +38,7 @@ class StoredEventSource:
 
     def read(self, after: int, limit: int) -> Sequence[Notification]:
         try:
-            found: Sequence[Notification] = self._store.recorder_.select_notifications(
-                after, limit, inclusive_of_start=False
-            )
+            found: Sequence[Notification] = self._store.read_log(after, limit)
         except (OperationalError, InterfaceError, PoolTimeout) as exc:
             raise SourceUnavailable(str(exc)) from exc
         return found

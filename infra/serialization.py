@@ -36,6 +36,7 @@ __all__ = [
 
 # The same key the library's own Mapper uses, so the two agree on stored bytes.
 CLASS_VERSION_KEY = "class_version"
+_CLASS_VERSION_FIELD = orjson.dumps(CLASS_VERSION_KEY)
 
 
 def _default(value: object) -> object:
@@ -60,9 +61,17 @@ class OrjsonTranscoder(Transcoder):
         raise ProgrammingError("events are pydantic models; transcodings are not used")
 
 
+# Remembered per class: on a pydantic model class a missing attribute is found
+# missing by its metaclass raising AttributeError, slow for a lookup per event.
+_CLASS_VERSIONS: dict[type[object], int] = {}
+
+
 def class_version_of(cls: type[object]) -> int:
-    version = getattr(cls, CLASS_VERSION_KEY, 1)
-    assert isinstance(version, int)
+    version = _CLASS_VERSIONS.get(cls)
+    if version is None:
+        version = getattr(cls, CLASS_VERSION_KEY, 1)
+        assert isinstance(version, int)
+        _CLASS_VERSIONS[cls] = version
     return version
 
 
@@ -105,5 +114,9 @@ class PydanticMapper(Mapper[Any]):
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[Any]:
         cls = resolve_topic(stored_event.topic)
+        if class_version_of(cls) == 1 and _CLASS_VERSION_FIELD not in stored_event.state:
+            # Nothing to upcast: pydantic parses the bytes itself, about twice as
+            # fast as building a dict first (projections decode every event).
+            return cast(DomainEventProtocol[Any], cls.model_validate_json(stored_event.state))
         state = upcast(cls, self.transcoder.decode(stored_event.state), topic=stored_event.topic)
         return cast(DomainEventProtocol[Any], cls(**state))

@@ -32,6 +32,9 @@ Row = dict[str, Any]
 Key = tuple[Any, ...]
 # Below this many rows a pipelined executemany is as fast and needs no staging.
 _COPY_FROM_ROWS: Final = 64
+# PostgreSQL's first OID for objects a database creates: types below it are
+# built in, the same in every database, so a table's can be remembered.
+_FIRST_USER_OID: Final = 16384
 
 
 class MissingRow(Exception):
@@ -53,7 +56,10 @@ class Table:
     delete: sql.Composed = field(init=False)
     stage: sql.Composed = field(init=False)
     copy_to_stage: sql.Composed = field(init=False)
+    stage_types: sql.Composed = field(init=False)
     upsert_from_stage: sql.Composed = field(init=False)
+    # Type OIDs of ``columns``, learnt at the first COPY (binary COPY needs them).
+    _copy_types: tuple[int, ...] = field(init=False, default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         key_names = [name for name, _ in self.key]
@@ -87,7 +93,12 @@ class Table:
             ),
         )
         object.__setattr__(
-            self, "copy_to_stage", sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols)
+            self,
+            "copy_to_stage",
+            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(stage, cols),
+        )
+        object.__setattr__(
+            self, "stage_types", sql.SQL("SELECT {} FROM {} LIMIT 0").format(cols, stage)
         )
         object.__setattr__(
             self,
@@ -142,9 +153,13 @@ class Table:
 
     def _copy_upsert(self, cur: Cursor, upserts: Sequence[Row]) -> None:
         """Large batches (rebuilds, catch-up) go through COPY into a temporary
-        table and one INSERT ... SELECT: far fewer round trips than a row each."""
+        table and one INSERT ... SELECT: far fewer round trips than a row each.
+        Binary COPY: UUIDs, timestamps and arrays cost far less to send than to
+        format as text (bench B3)."""
         cur.execute(self.stage)
+        types = self._types_of_columns(cur)
         with cur.copy(self.copy_to_stage) as copy:
+            copy.set_types(types)
             for row in upserts:
                 copy.write_row(
                     [
@@ -153,6 +168,17 @@ class Table:
                     ]
                 )
         cur.execute(self.upsert_from_stage)
+
+    def _types_of_columns(self, cur: Cursor) -> tuple[int, ...]:
+        if self._copy_types:
+            return self._copy_types
+        cur.execute(self.stage_types)
+        assert cur.description is not None
+        types = tuple(column.type_code for column in cur.description)
+        if all(oid < _FIRST_USER_OID for oid in types):
+            # One assignment: runners of two generations may share the table.
+            object.__setattr__(self, "_copy_types", types)
+        return types
 
 
 class TableFold(ABC):

@@ -33,7 +33,8 @@ from psycopg.rows import dict_row
 
 from aggregates.base import DomainEvent
 from projections import registry
-from projections.base import Projection
+from projections.base import Decode, Projection
+from projections.read_ahead import ReadAhead
 from projections.registry import Generation, LostOwnership
 
 __all__ = ["EventSource", "GenerationRunner", "RunnerConfig", "SourceUnavailable"]
@@ -130,6 +131,16 @@ class GenerationRunner:
 
     def _run_locked(self, conn: psycopg.Connection[Any]) -> bool:
         """True when there is nothing more for this runner to do."""
+        ahead = ReadAhead(
+            self._source.read, self._source.decode, topics=self.projection.topics,
+            limit=self._config.batch_size, name=self.projection.name,
+        )  # fmt: skip
+        try:
+            return self._run_batches(conn, ahead)
+        finally:
+            ahead.close()
+
+    def _run_batches(self, conn: psycopg.Connection[Any], ahead: ReadAhead) -> bool:
         while not self._stopping.is_set():
             generation = registry.load(conn, self.generation_id)
             if generation is None or generation.state == "retired":
@@ -141,10 +152,10 @@ class GenerationRunner:
                 self._sleep()
                 continue
             self._wake.clear()
-            batch = self._source.read(generation.position, self._config.batch_size)
+            batch, decode = ahead.read(generation.position)
             if batch:
                 try:
-                    self._apply_traced(conn, generation, batch)
+                    self._apply_traced(conn, generation, batch, decode)
                 except LostOwnership:
                     continue
             elif generation.state == "building":
@@ -160,7 +171,11 @@ class GenerationRunner:
         self._wake.wait(self._config.poll_interval)
 
     def _apply_traced(
-        self, conn: psycopg.Connection[Any], generation: Generation, batch: Sequence[Notification]
+        self,
+        conn: psycopg.Connection[Any],
+        generation: Generation,
+        batch: Sequence[Notification],
+        decode: Decode,
     ) -> None:
         """``_apply``, with a span (tracing on) in each trace the batch continues.
         Not while the generation is built (a rebuild replays history: its
@@ -168,7 +183,7 @@ class GenerationRunner:
         traced = generation.state != "building" and _tracing_on()
         spans = _event_spans(self.projection.name, batch) if traced else []
         try:
-            self._apply(conn, generation, batch)
+            self._apply(conn, generation, batch, decode)
         except BaseException as exc:
             for span in spans:
                 span.record_exception(exc)
@@ -179,21 +194,29 @@ class GenerationRunner:
             span.end()
 
     def _apply(
-        self, conn: psycopg.Connection[Any], generation: Generation, batch: Sequence[Notification]
+        self,
+        conn: psycopg.Connection[Any],
+        generation: Generation,
+        batch: Sequence[Notification],
+        decode: Decode,
     ) -> None:
         try:
-            self._commit(conn, generation, batch)
+            self._commit(conn, generation, batch, decode)
         except (*TRANSIENT, LostOwnership):
             raise
         except Exception:  # noqa: BLE001 - a handler error: find the event, stall there
-            self._isolate(conn, generation, batch)
+            self._isolate(conn, generation, batch, decode)
 
     def _commit(
-        self, conn: psycopg.Connection[Any], generation: Generation, batch: Sequence[Notification]
+        self,
+        conn: psycopg.Connection[Any],
+        generation: Generation,
+        batch: Sequence[Notification],
+        decode: Decode,
     ) -> Generation:
         with conn.transaction():
             with conn.cursor(row_factory=dict_row) as cur:
-                applied = self.projection.apply_batch(cur, batch, self._source.decode)
+                applied = self.projection.apply_batch(cur, batch, decode)
             registry.advance(conn, generation, batch[-1].id, applied)
         done = replace(
             generation, position=batch[-1].id, applied_events=generation.applied_events + applied
@@ -203,13 +226,17 @@ class GenerationRunner:
         return done
 
     def _isolate(
-        self, conn: psycopg.Connection[Any], generation: Generation, batch: Sequence[Notification]
+        self,
+        conn: psycopg.Connection[Any],
+        generation: Generation,
+        batch: Sequence[Notification],
+        decode: Decode,
     ) -> None:
         """Apply the batch one event at a time: the events before the bad one
         are kept, the bad one stops the generation, nothing is skipped."""
         for notification in batch:
             try:
-                generation = self._commit(conn, generation, [notification])
+                generation = self._commit(conn, generation, [notification], decode)
             except (*TRANSIENT, LostOwnership):
                 raise
             except Exception as exc:  # noqa: BLE001 - recorded, shown to operators

@@ -25,6 +25,7 @@ from infra.db import PostgresTarget
 from infra.event_store import head_position, open_event_store
 from infra.export import ExportRange, public_documents
 from infra.settings import Settings
+from projections import folding
 from projections.base import Projection
 from projections.catalog import all_projections
 from projections.quotas import QuotasProjection
@@ -284,6 +285,32 @@ def test_replay_rebuilds_every_replayable_projection_to_the_same_rows(
         listed = owner.get(f"/v1/teams/{team['id']}/entries")
     assert listed.status_code == 200
     assert len(listed.json()["data"]) == 4  # the owner's four; the member's diary is private
+
+
+def test_a_rebuild_writing_every_table_by_binary_copy_gives_the_same_rows(
+    api: Api, api_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live batches of a few events are written row by row; a rebuild's large
+    ones by binary COPY, which needs every value to match its column's type
+    exactly. Forcing COPY for every write checks each table's values."""
+    url = api_settings.database_url_value()
+    team = api.create_team()
+    _write_history(api, team, private=True)
+    with api.client(team["owner_key"]) as owner:
+        preference = f"/v1/teams/{team['id']}/notification-preferences/entry_shared"
+        assert owner.patch(preference, json={"email": False}).status_code == 200
+    projections = [p for p in all_projections() if p.replayable]
+    for projection in projections:
+        wait_caught_up(url, projection.name)
+    tables = _read_tables(url, projections)
+    assert all(tables.values()), [name for name, rows in tables.items() if not rows]
+
+    monkeypatch.setattr(folding, "_COPY_FROM_ROWS", 1)
+    for projection in projections:
+        said = operations.rebuild(api_settings, projection.name, batch_size=10_000)
+        assert "now serves reads" in said
+
+    assert _read_tables(url, projections) == tables
 
 
 def test_replay_skips_a_projection_that_is_not_replayable(
