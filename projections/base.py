@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import psycopg
@@ -39,11 +39,11 @@ class Fact:
     position: int
     topic: str
     event: DomainEvent
+    # The event class's own name, e.g. ``Edited`` (folds ask it several times).
+    name: str = field(init=False)
 
-    @property
-    def name(self) -> str:
-        """The event class's own name, e.g. ``Edited``."""
-        return self.topic.rpartition(".")[2]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.topic.rpartition(".")[2])
 
     @property
     def data(self) -> dict[str, Any]:

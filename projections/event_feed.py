@@ -25,14 +25,12 @@ from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
-import orjson
 from psycopg import sql
 from psycopg.errors import UndefinedColumn
-from psycopg.types.json import Jsonb
 
 from aggregates.journal_entry import Visibility
 from projections.base import Cursor, Fact, Projection
-from projections.folding import Key, MissingRow, Row, Table
+from projections.folding import Key, MissingRow, Row, Table, jsonb
 from projections.pagination import InvalidCursor, Page, decode_cursor, page_of
 from projections.public_events import ENTRY_TOPICS, PUBLIC_TOPICS, public_event, team_of
 from projections.reading import Conn, fetch_all, fetch_one, where
@@ -159,11 +157,6 @@ def _scopes_to_load(facts: Sequence[Fact]) -> list[Key]:
     return [key for key, name in first.items() if name != "Created"]
 
 
-def _jsonb(doc: dict[str, Any]) -> Jsonb:
-    # orjson: several times faster than json.dumps, and the documents are JSON-ready.
-    return Jsonb(doc, dumps=orjson.dumps)
-
-
 class EventFeedProjection(Projection):
     name = "event_feed"
     # Bump too when projections.public_events changes: documents are stored.
@@ -192,10 +185,10 @@ class EventFeedProjection(Projection):
                             r.type,
                             r.aggregate_id,
                             r.visible_to,
-                            _jsonb(r.doc),
+                            jsonb(r.doc),
                             r.actor_user_id,
                             r.occurred_at,
-                            None if r.metadata is None else _jsonb(r.metadata),
+                            None if r.metadata is None else jsonb(r.metadata),
                         )
                     )
 

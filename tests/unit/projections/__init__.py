@@ -42,10 +42,18 @@ def fold_rows(
     def load(table: Table, cur: Any, keys: Sequence[Key]) -> dict[Key, Row]:
         return {key: stored[key] for key in keys if key in stored}
 
-    def write(table: Table, cur: Any, upserts: Sequence[Row], deletes: Sequence[Key]) -> None:
+    def write(
+        table: Table,
+        cur: Any,
+        upserts: Sequence[Row],
+        deletes: Sequence[Key],
+        inserts: Sequence[Row] = (),
+    ) -> None:
         for key in deletes:
             del stored[key]
-        stored.update((table.key_of(row), row) for row in upserts)
+        # As PostgreSQL's primary key would: an insert must be a new row.
+        assert not {table.key_of(row) for row in inserts} & stored.keys(), "insert of a stored row"
+        stored.update((table.key_of(row), row) for row in [*upserts, *inserts])
 
     with mock.patch.object(Table, "load", load), mock.patch.object(Table, "write", write):
         table_fold.apply(cast(Cursor, None), list(facts))
