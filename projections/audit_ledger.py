@@ -66,6 +66,8 @@ class LedgerProjection(Projection):
     tables = ("audit_ledger",)
     ddl = DDL
     replayable = False
+    # Links and signed checkpoints are shown to auditors as they are written.
+    durable_commits = True
 
     def __init__(
         self,

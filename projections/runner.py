@@ -123,6 +123,8 @@ class GenerationRunner:
             if row is not None and row[0]:
                 schema = sql.Identifier(registry.schema_of(self.generation_id))
                 conn.execute(sql.SQL("SET search_path TO {}, public").format(schema))
+                if not self.projection.durable_commits:
+                    conn.execute("SET synchronous_commit = off")
                 self.active.set()
                 self._log.info("projection runner is active")
                 return True

@@ -74,6 +74,42 @@ class EventCount(Projection):
         )
 
 
+class CommitModes(EventCount):
+    """Records the synchronous_commit its batches run with."""
+
+    name = "commit_modes"
+    tables = ("commit_modes",)
+    ddl = "CREATE TABLE commit_modes (mode text NOT NULL);"
+
+    def apply(self, cur: Cursor, facts: Sequence[Fact]) -> None:
+        cur.execute("INSERT INTO commit_modes SELECT current_setting('synchronous_commit')")
+
+
+class DurableCommitModes(CommitModes):
+    name = "durable_commit_modes"
+    tables = ("durable_commit_modes",)
+    ddl = "CREATE TABLE durable_commit_modes (mode text NOT NULL);"
+    durable_commits = True
+
+    def apply(self, cur: Cursor, facts: Sequence[Fact]) -> None:
+        cur.execute("INSERT INTO durable_commit_modes SELECT current_setting('synchronous_commit')")
+
+
+def test_batches_wait_for_the_disk_only_where_the_projection_asks(
+    database_url: str, store: EventStore
+) -> None:
+    # Read tables are derived from the durable log: a batch lost in a crash is
+    # applied again, so only the audit ledger's kind waits for each fsync.
+    team = create_team(store)
+    write_entry(store, team.owner, "one")
+    with running_worker(database_url, store, [CommitModes(), DurableCommitModes()]):
+        wait_caught_up(database_url, "commit_modes")
+        wait_caught_up(database_url, "durable_commit_modes")
+    assert {r["mode"] for r in read_table(database_url, "commit_modes", "mode")} == {"off"}
+    durable = read_table(database_url, "durable_commit_modes", "mode")
+    assert {r["mode"] for r in durable} == {"on"}
+
+
 def _stalled(url: str, name: str) -> Generation | None:
     found = live_generation(url, name)
     return found if found is not None and found.stalled else None
