@@ -19,6 +19,7 @@ from eventsourcing.application import (
 from eventsourcing.domain import MutableOrImmutableAggregate
 from eventsourcing.persistence import (
     IntegrityError,
+    InterfaceError,
     Mapper,
     Notification,
     OperationalError,
@@ -27,7 +28,7 @@ from eventsourcing.persistence import (
     Transcoder,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import get_topic, retry
 from psycopg.rows import DictRow, tuple_row
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
@@ -326,6 +327,9 @@ class EventStore(Application[UUID]):
     def head_position(self) -> int:
         return int(self._query_one(SELECT_HEAD_POSITION, ()))
 
+    # As the library's select_notifications: a pooled connection broken by a
+    # database restart is not pinged first (POSTGRES_PRE_PING), so try another.
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def read_log(self, after: int, limit: int) -> list[Notification]:
         """Up to ``limit`` events after position ``after``, in order. What the
         library's ``select_notifications`` reads, without a dict per row first:

@@ -9,7 +9,7 @@ Nothing here changes what is applied: a batch is still read after the
 position the generation has recorded, and one read ahead for any other
 position (the batch before it failed, the runner lost its lock) is dropped.
 A batch that is not full is the head of the log, so nothing is read after it
-until the runner asks.
+until the runner asks; nor is a batch read ahead used unless it is full.
 """
 
 from __future__ import annotations
@@ -49,9 +49,10 @@ class ReadAhead:
         """The batch after ``after`` (up to ``limit`` events), and how to decode
         its events: what was decoded ahead is taken, the rest decoded now."""
         pending, self._pending = self._pending, None
-        if pending is not None and pending[0] == after:
-            batch = pending[1].result()
-        else:
+        batch = pending[1].result() if pending is not None and pending[0] == after else None
+        if batch is None or len(batch.notifications) < self._limit:
+            # Read now: one read ahead that found the head may predate events
+            # whose notification the runner has just cleared.
             batch = self._fetch(after)
         if len(batch.notifications) == self._limit:
             last = batch.notifications[-1].id
@@ -59,8 +60,10 @@ class ReadAhead:
         return batch.notifications, self._decoder(batch.decoded)
 
     def close(self) -> None:
+        # Not waiting: a read stuck on a dead connection must not hold up the
+        # runner's reconnect or the worker's shutdown; its result is dropped.
         self._pending = None
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _fetch(self, after: int) -> _Batch:
         notifications = self._read(after, self._limit)

@@ -254,6 +254,12 @@ class Activated:
     previous: Generation | None
 
 
+def analyze(conn: Conn, projection: Projection, generation: Generation) -> None:
+    """Gather the planner's statistics on a generation's tables."""
+    for table in projection.tables:
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(generation.schema, table)))
+
+
 def try_activate(conn: Conn, projection: Projection, generation: Generation) -> Activated | None:
     """Make a caught-up building generation the one readers see, in one
     transaction with the view swap, and retire the previous one. Refused while

@@ -13,6 +13,7 @@ from infra.devstack.processes import wait_until
 from infra.event_store import EventStore
 from infra.operations import status_lines
 from infra.settings import Settings
+from projections import runner
 from projections.base import Cursor, Fact, Projection, topic_of
 from projections.entries import EntriesProjection
 from projections.registry import Generation
@@ -75,39 +76,91 @@ class EventCount(Projection):
 
 
 class CommitModes(EventCount):
-    """Records the synchronous_commit its batches run with."""
+    """Records the synchronous_commit each of its batches ran with."""
 
     name = "commit_modes"
     tables = ("commit_modes",)
-    ddl = "CREATE TABLE commit_modes (mode text NOT NULL);"
+    ddl = "CREATE TABLE commit_modes (n serial PRIMARY KEY, mode text NOT NULL);"
 
     def apply(self, cur: Cursor, facts: Sequence[Fact]) -> None:
-        cur.execute("INSERT INTO commit_modes SELECT current_setting('synchronous_commit')")
+        cur.execute("INSERT INTO commit_modes (mode) SELECT current_setting('synchronous_commit')")
 
 
 class DurableCommitModes(CommitModes):
     name = "durable_commit_modes"
     tables = ("durable_commit_modes",)
-    ddl = "CREATE TABLE durable_commit_modes (mode text NOT NULL);"
+    ddl = "CREATE TABLE durable_commit_modes (n serial PRIMARY KEY, mode text NOT NULL);"
     durable_commits = True
 
     def apply(self, cur: Cursor, facts: Sequence[Fact]) -> None:
-        cur.execute("INSERT INTO durable_commit_modes SELECT current_setting('synchronous_commit')")
+        cur.execute(
+            "INSERT INTO durable_commit_modes (mode) SELECT current_setting('synchronous_commit')"
+        )
 
 
-def test_batches_wait_for_the_disk_only_where_the_projection_asks(
-    database_url: str, store: EventStore
+def test_only_batches_of_a_generation_being_built_skip_the_wait_for_the_disk(
+    database_url: str, settings: Settings, store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Read tables are derived from the durable log: a batch lost in a crash is
-    # applied again, so only the audit ledger's kind waits for each fsync.
+    # No reader sees a generation being built, and its activation is durable;
+    # live batches are read as soon as they commit. The audit ledger's kind
+    # always waits.
+    monkeypatch.setattr(
+        operations, "projection_named", lambda name, **_: {"commit_modes": CommitModes(),
+        "durable_commit_modes": DurableCommitModes()}.get(name),
+    )  # fmt: skip
     team = create_team(store)
-    write_entry(store, team.owner, "one")
+    write_entry(store, team.owner, "first")
     with running_worker(database_url, store, [CommitModes(), DurableCommitModes()]):
         wait_caught_up(database_url, "commit_modes")
         wait_caught_up(database_url, "durable_commit_modes")
-    assert {r["mode"] for r in read_table(database_url, "commit_modes", "mode")} == {"off"}
-    durable = read_table(database_url, "durable_commit_modes", "mode")
-    assert {r["mode"] for r in durable} == {"on"}
+        operations.rebuild(settings, "commit_modes")
+        operations.rebuild(settings, "durable_commit_modes")
+        write_entry(store, team.owner, "live")
+        wait_caught_up(database_url, "commit_modes")
+        wait_caught_up(database_url, "durable_commit_modes")
+    modes = [r["mode"] for r in read_table(database_url, "commit_modes", "n")]
+    assert modes[0] == "off"  # built
+    assert modes[-1] == "on"  # live, after the switch
+    durable = [r["mode"] for r in read_table(database_url, "durable_commit_modes", "n")]
+    assert set(durable) == {"on"}
+
+
+def test_a_generation_has_the_planners_statistics_when_it_starts_serving(
+    database_url: str, settings: Settings, store: EventStore
+) -> None:
+    team = create_team(store)
+    for n in range(30):
+        write_entry(store, team.owner, f"entry {n}")
+    with running_worker(database_url, store, [EntriesProjection()]):
+        wait_caught_up(database_url, "entries")
+        operations.rebuild(settings, "entries")
+        generation = wait_caught_up(database_url, "entries")
+    with connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
+            (f"{generation.schema}.entries",),
+        ).fetchone()
+    assert row is not None
+    assert row[0] == 30  # -1 until the table is first analysed
+
+
+def test_a_first_generation_built_while_serving_is_analysed_once_caught_up(
+    database_url: str, settings: Settings, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "ANALYZE_AFTER_EVENTS", 20)
+    team = create_team(store)
+    for n in range(30):
+        write_entry(store, team.owner, f"entry {n}")
+    operations.rebuild(settings, "entries")  # no generation yet: the first serves at once
+    generation = live_generation(database_url, "entries")
+    assert generation is not None
+    with connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
+            (f"{generation.schema}.entries",),
+        ).fetchone()
+    assert row is not None
+    assert row[0] == 30
 
 
 def _stalled(url: str, name: str) -> Generation | None:

@@ -234,4 +234,5 @@ def test_an_event_of_a_first_version_class_stored_by_newer_code_is_refused() -> 
     with pytest.raises(MapperDeserialisationError, match="class_version 2; this code knows 1"):
         mapper.to_domain_event(made)
     unversioned = replace(made, state=made.state.replace(b',"class_version":2', b""))
-    assert isinstance(mapper.to_domain_event(unversioned), Thing.Made)
+    decoded = mapper.to_domain_event(unversioned)
+    assert type(decoded).__qualname__ == "Thing.Made"  # made by @event, unseen by mypy

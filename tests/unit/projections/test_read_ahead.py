@@ -13,6 +13,7 @@ import pytest
 from eventsourcing.persistence import Notification
 
 from aggregates.base import DomainEvent
+from infra.devstack.processes import wait_until
 from projections.read_ahead import ReadAhead
 
 READ_TOPIC = "read"
@@ -25,6 +26,7 @@ class Log:
     def __init__(self, size: int) -> None:
         self.size = size
         self.reads: list[int] = []
+        self.returned: list[int] = []
         self.decodes: list[int] = []
         self.lock = threading.Lock()
 
@@ -32,7 +34,7 @@ class Log:
         with self.lock:
             self.reads.append(after)
         last = min(after + limit, self.size)
-        return [
+        found = [
             Notification(
                 id=position,
                 originator_id=UUID(int=position),
@@ -42,6 +44,9 @@ class Log:
             )
             for position in range(after + 1, last + 1)
         ]
+        with self.lock:
+            self.returned.append(after)
+        return found
 
     def decode(self, notification: Notification) -> DomainEvent:
         with self.lock:
@@ -89,7 +94,18 @@ def test_nothing_is_read_after_a_batch_that_is_not_full(log: Log, ahead: ReadAhe
     last, _ = ahead.read(8)
     assert [n.id for n in last] == [9, 10]
     ahead.close()
-    assert log.reads == [0, 4, 8]
+    assert set(log.reads) == {0, 4, 8}
+
+
+def test_a_batch_read_ahead_that_found_the_head_is_read_again(log: Log, ahead: ReadAhead) -> None:
+    # Events committed after it (their notification already taken by the
+    # runner) must not wait for the next poll.
+    log.size = 6
+    ahead.read(0)  # full: what follows is read ahead, and finds 5 and 6
+    wait_until(lambda: 4 in log.returned, timeout=5, what="the read ahead")
+    log.size = 10
+    second, _ = ahead.read(4)
+    assert [n.id for n in second] == [5, 6, 7, 8]
 
 
 def test_a_batch_read_ahead_for_another_position_is_dropped(log: Log, ahead: ReadAhead) -> None:
