@@ -27,8 +27,10 @@ import orjson
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from aggregates.journal_entry import JournalEntry
 from aggregates.notification_preferences import Channels
 from aggregates.team import Team
+from aggregates.webhook_endpoint import WebhookEndpoint
 from infra.email_outbox import NOTIFY_DUE
 from infra.notification_rules import (
     KIND_OF_TYPE,
@@ -63,12 +65,17 @@ Conn = AsyncConnection[Any]
 DELIVERY_KEY: Final = "_delivery"
 
 # The read models the rules depend on, and the events that change what they
-# would answer: a message waits only across such a change.
+# would answer: a message waits only across such a change. The entries and
+# webhooks models give the text of the two events that do not carry it (an
+# entry made team-visible: its title; a disabled webhook: its URL), so only
+# those events wait for them.
 _DEPENDENCIES: Final[Mapping[str, frozenset[str]]] = {
     "teams": frozenset(
         topic_of(Team, e) for e in ("Created", "MemberAdded", "MemberRoleChanged", "MemberRemoved")
     ),
     NotificationPreferencesProjection.name: NotificationPreferencesProjection.handled,
+    "entries": frozenset({topic_of(JournalEntry, "VisibilityChanged")}),
+    "webhooks": frozenset({topic_of(WebhookEndpoint, "Disabled")}),
 }
 ACTIVE_POSITION: Final = (
     "SELECT position FROM projection_generations WHERE projection = %(name)s AND state = 'active'"

@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 
 import orjson
 import pytest
+from nats.js.errors import NotFoundError
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -41,6 +42,7 @@ from infra.notifications import record_notifications
 from infra.projection_wiring import projections_for
 from infra.relay import messages_of
 from infra.settings import Settings
+from projections.entries import EntriesProjection
 from tests.projection_support import connect, running_fanout, running_worker, wait_caught_up
 
 
@@ -367,3 +369,52 @@ def test_events_from_before_notifications_existed_notify_nobody(
     assert inbox_of(url, old.team_id) == []
     assert outbox_of(url, old.team_id) == []
     assert {"member_added", "entry_shared"} <= set(by_kind(inbox_of(url, new.team_id)))
+
+
+def consumer_retried(settings: Settings) -> bool:
+    """The consumer has put a message back at least once (not ready yet)."""
+
+    async def check() -> bool:
+        client = await connect_nats(settings, name="test-consumer-info")
+        try:
+            js = client.jetstream()
+            try:
+                info = await js.consumer_info(stream_name(settings, "events"), CONSUMER)
+            except NotFoundError:  # not declared yet
+                return False
+            return (info.num_redelivered or 0) > 0
+        finally:
+            await client.close()
+
+    return asyncio.run(check())
+
+
+def test_an_entry_made_team_visible_is_named_even_when_the_entries_model_lags(
+    fast: Settings, store: EventStore
+) -> None:
+    # The event does not carry the title; the entries read model does, once it
+    # has applied the change. The notice waits for it rather than go out unnamed.
+    url = fast.database_url_value()
+    crew = make_crew(store)
+    with running_worker(url, store, [EntriesProjection()]):
+        wait_caught_up(url, "entries")  # built, then stopped: it lags from here
+    without_entries = [p for p in projections_for(fast) if p.name != "entries"]
+    with (
+        running_worker(url, store, without_entries),
+        running_fanout(fast, store, deliveries=False),
+    ):
+        private = write(store, crew.writer, "Mine", visibility=Visibility.PRIVATE)
+        entries.edit_entry(
+            store, crew.ctx(crew.writer), private, EditEntry(visibility=Visibility.TEAM)
+        )
+        wait_until(lambda: consumer_retried(fast), timeout=30, what="the notice to wait")
+        assert not [r for r in inbox_of(url, crew.team_id) if r["kind"] == "entry_shared"]
+        with running_worker(url, store, [EntriesProjection()]):
+            settle(fast, store)
+    shared = [r for r in inbox_of(url, crew.team_id) if r["kind"] == "entry_shared"]
+    assert {r["data"]["title"] for r in shared} == {"Mine"}
+    assert {r["user_id"] for r in shared} == {
+        crew.owner.user_id,
+        crew.admin.user_id,
+        crew.auditor.user_id,
+    }

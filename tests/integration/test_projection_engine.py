@@ -125,6 +125,17 @@ def test_only_batches_of_a_generation_being_built_skip_the_wait_for_the_disk(
     assert set(durable) == {"on"}
 
 
+def _planner_rows(url: str, generation: Generation, table: str) -> float:
+    """The planner's row count of a generation's table: -1 until it is analysed."""
+    with connect(url) as conn:
+        row = conn.execute(
+            "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
+            (f"{generation.schema}.{table}",),
+        ).fetchone()
+    assert row is not None
+    return float(row[0])
+
+
 def test_a_generation_has_the_planners_statistics_when_it_starts_serving(
     database_url: str, settings: Settings, store: EventStore
 ) -> None:
@@ -135,13 +146,7 @@ def test_a_generation_has_the_planners_statistics_when_it_starts_serving(
         wait_caught_up(database_url, "entries")
         operations.rebuild(settings, "entries")
         generation = wait_caught_up(database_url, "entries")
-    with connect(database_url) as conn:
-        row = conn.execute(
-            "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
-            (f"{generation.schema}.entries",),
-        ).fetchone()
-    assert row is not None
-    assert row[0] == 30  # -1 until the table is first analysed
+    assert _planner_rows(database_url, generation, "entries") == 30
 
 
 def test_a_first_generation_built_while_serving_is_analysed_once_caught_up(
@@ -154,13 +159,7 @@ def test_a_first_generation_built_while_serving_is_analysed_once_caught_up(
     operations.rebuild(settings, "entries")  # no generation yet: the first serves at once
     generation = live_generation(database_url, "entries")
     assert generation is not None
-    with connect(database_url) as conn:
-        row = conn.execute(
-            "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
-            (f"{generation.schema}.entries",),
-        ).fetchone()
-    assert row is not None
-    assert row[0] == 30
+    assert _planner_rows(database_url, generation, "entries") == 30
 
 
 def _stalled(url: str, name: str) -> Generation | None:
