@@ -174,8 +174,8 @@ def _pages(store: EventStore, span: ExportRange, page_size: int) -> Iterator[lis
 
 
 def _read_page(store: EventStore, after: int, upto: int, limit: int) -> list[Notification]:
-    """The library's cursor read (as the projections' source makes it), bounded
-    by the export's end and narrowed to topics with a public form."""
+    """The library's cursor read, bounded by the export's end and narrowed to
+    topics with a public form."""
     try:
         return list(
             store.recorder_.select_notifications(

@@ -71,11 +71,10 @@ class Projection(ABC):
     # Whether ``chronik replay`` rebuilds it with the others (the audit ledger
     # is not rebuilt casually: see projections/audit_ledger.py).
     replayable: ClassVar[bool] = True
-    # Whether a batch's commit waits for its WAL to reach disk. Read tables are
-    # derived from the durable log and a batch commits with its position, so a
-    # batch that a PostgreSQL crash loses is applied again from the log; not
-    # waiting spares each batch an fsync (the worker commits a batch per
-    # projection for every new event).
+    # Whether every batch's commit waits for its WAL to reach disk. Otherwise
+    # only live batches wait: a generation being built is unseen by readers
+    # until its durable activation, so a batch a PostgreSQL crash loses is
+    # built again from the log (projections/runner.py).
     durable_commits: ClassVar[bool] = False
 
     @property

@@ -72,7 +72,7 @@ class Table:
     stage: sql.Composed = field(init=False)
     copy_to_stage: sql.Composed = field(init=False)
     copy_to_table: sql.Composed = field(init=False)
-    stage_types: sql.Composed = field(init=False)
+    column_types: sql.Composed = field(init=False)
     upsert_from_stage: sql.Composed = field(init=False)
     # Type OIDs of ``columns``, learnt at the first COPY (binary COPY needs them).
     _copy_types: tuple[int, ...] = field(init=False, default=(), compare=False, repr=False)
@@ -119,7 +119,7 @@ class Table:
             sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(table, cols),
         )
         object.__setattr__(
-            self, "stage_types", sql.SQL("SELECT {} FROM {} LIMIT 0").format(cols, table)
+            self, "column_types", sql.SQL("SELECT {} FROM {} LIMIT 0").format(cols, table)
         )
         object.__setattr__(
             self,
@@ -213,7 +213,7 @@ class Table:
     def _types_of_columns(self, cur: Cursor) -> tuple[int, ...]:
         if self._copy_types:
             return self._copy_types
-        cur.execute(self.stage_types)
+        cur.execute(self.column_types)
         assert cur.description is not None
         types = tuple(column.type_code for column in cur.description)
         if all(oid < _FIRST_USER_OID for oid in types):
