@@ -34,6 +34,7 @@ __all__ = [
     "matched_up_to",
     "record_attempt",
     "record_deliveries",
+    "record_successes",
     "seconds_until_due",
     "trace_contexts",
 ]
@@ -104,32 +105,39 @@ VALUES (%(id)s, %(attempt)s, %(started_at)s, %(duration_ms)s, %(status_code)s, %
     %(excerpt)s)
 ON CONFLICT (delivery_id, attempt) DO NOTHING
 """
-# A success: the delivery, its attempt and the endpoint's health in one
-# statement. A healthy endpoint's row is only touched once a second, so
-# concurrent successes to one endpoint do not queue on its row lock.
-SUCCEEDED: Final = """
-WITH delivered AS (
-    UPDATE webhook_deliveries
-    SET status = 'succeeded', next_attempt_at = NULL, last_status_code = %(status_code)s,
+# Successes, many in one statement (one commit): each delivery, its attempt
+# and its endpoint's health. A healthy endpoint's row is only touched once a
+# second, so concurrent successes to one endpoint do not queue on its row
+# lock; health rows are written in endpoint order, so two workers' batches
+# never wait on each other's locks in opposite orders.
+SUCCEEDED_MANY: Final = """
+WITH sent AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[],
+        %(started_at)s::timestamptz[], %(duration_ms)s::integer[], %(status_codes)s::integer[],
+        %(excerpts)s::text[]) AS a (id, attempt, started_at, duration_ms, status_code, excerpt)
+), delivered AS (
+    UPDATE webhook_deliveries d
+    SET status = 'succeeded', next_attempt_at = NULL, last_status_code = sent.status_code,
         last_error = NULL, delivered_at = now(), updated_at = now()
-    WHERE id = %(id)s AND attempts = %(attempt)s AND status = 'pending'
-    RETURNING endpoint_id, team_id
+    FROM sent
+    WHERE d.id = sent.id AND d.attempts = sent.attempt AND d.status = 'pending'
+    RETURNING d.id, d.attempts, d.endpoint_id, d.team_id
 ), attempt AS (
     INSERT INTO webhook_attempts
         (delivery_id, attempt, started_at, duration_ms, status_code, error, response_excerpt)
-    VALUES (%(id)s, %(attempt)s, %(started_at)s, %(duration_ms)s, %(status_code)s, NULL,
-        %(excerpt)s)
+    SELECT id, attempt, started_at, duration_ms, status_code, NULL, excerpt FROM sent
     ON CONFLICT (delivery_id, attempt) DO NOTHING
 ), health AS (
     INSERT INTO webhook_endpoint_health (endpoint_id, team_id, last_success_at)
-    SELECT endpoint_id, team_id, now() FROM delivered
+    SELECT DISTINCT ON (endpoint_id) endpoint_id, team_id, now() FROM delivered
+    ORDER BY endpoint_id
     ON CONFLICT (endpoint_id) DO UPDATE
     SET failing_since = NULL, consecutive_failures = 0, last_success_at = now()
     WHERE webhook_endpoint_health.failing_since IS NOT NULL
         OR webhook_endpoint_health.last_success_at IS NULL
         OR webhook_endpoint_health.last_success_at < now() - interval '1 second'
 )
-SELECT count(*) FROM delivered
+SELECT id, attempts FROM delivered
 """
 # Returns for how long (seconds) the endpoint has failed with no success.
 HEALTH_FAILED: Final = """
@@ -284,9 +292,8 @@ async def record_attempt(
     }
     if attempt.status_code is not None and 200 <= attempt.status_code < 300:
         # The common case, in one statement (one round trip, atomic by itself).
-        cur = await conn.execute(SUCCEEDED, params)
-        row = await cur.fetchone()
-        return judge(None) if row is not None and row[0] else None
+        settled = await record_successes(conn, [(claim, attempt)])
+        return judge(None) if (claim.id, claim.attempts) in settled else None
     async with conn.transaction():
         cur = await conn.execute(LOCK_CLAIM, {"id": claim.id, "attempt": claim.attempts})
         current = await cur.fetchone() is not None
@@ -315,6 +322,25 @@ async def record_attempt(
             },
         )
         return verdict if cur.rowcount == 1 else None
+
+
+async def record_successes(
+    conn: Conn, sent: Sequence[tuple[Claim, Attempt]]
+) -> set[tuple[int, int]]:
+    """Stores successful attempts (2xx) in one statement; the (delivery,
+    attempt) of each that was still this claim's to settle."""
+    cur = await conn.execute(
+        SUCCEEDED_MANY,
+        {
+            "ids": [claim.id for claim, _ in sent],
+            "attempts": [claim.attempts for claim, _ in sent],
+            "started_at": [attempt.started_at for _, attempt in sent],
+            "duration_ms": [attempt.duration_ms for _, attempt in sent],
+            "status_codes": [attempt.status_code for _, attempt in sent],
+            "excerpts": [attempt.excerpt for _, attempt in sent],
+        },
+    )
+    return {(int(id_), int(attempts)) for id_, attempts in await cur.fetchall()}
 
 
 async def cancel(conn: Conn, claim: Claim, reason: str) -> None:

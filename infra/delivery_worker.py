@@ -29,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from infra import deliveries, tracing
 from infra.deliveries import Attempt, Claim, Endpoint
 from infra.delivery_policy import Outcome, Verdict, judge, parse_retry_after
+from infra.delivery_successes import SuccessRecorder
 from infra.outbound import RefusedAddress, open_webhook_client
 from infra.settings import Settings
 from infra.signing import webhook_headers
@@ -65,6 +66,7 @@ class DeliveryWorker:
         self._poll_interval = poll_interval
         self._inflight: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._successes = SuccessRecorder(pool)
 
     async def run(self, stopping: asyncio.Event) -> None:
         lanes = max(1, math.ceil(self._settings.webhook_concurrency / LANE_CONNECTIONS))
@@ -77,6 +79,9 @@ class DeliveryWorker:
             for _ in range(lanes)
         ]
         listener = asyncio.create_task(self._listen(stopping), name="delivery-listener")
+        # Stopped only once the last send is recorded.
+        sent_all = asyncio.Event()
+        recorder = asyncio.create_task(self._successes.run(sent_all), name="delivery-successes")
         try:
             async with contextlib.AsyncExitStack() as stack:
                 for client in clients:
@@ -85,6 +90,8 @@ class DeliveryWorker:
                 if self._inflight:  # finish what was started: its claims are ours
                     await asyncio.wait(self._inflight, timeout=self._settings.webhook_timeout + 1)
         finally:
+            sent_all.set()
+            await recorder
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
@@ -248,6 +255,8 @@ class DeliveryWorker:
                 disable_after=settings.webhook_disable_after,
             )
 
+        if attempt.status_code is not None and 200 <= attempt.status_code < 300:
+            return decide(None) if await self._successes.record(claim, attempt) else None
         async with self._pool.connection() as conn:
             return await deliveries.record_attempt(conn, claim, attempt, decide)
 

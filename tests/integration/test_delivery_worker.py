@@ -258,6 +258,48 @@ def test_a_superseded_claim_records_no_outcome(hook_settings: Settings, store: E
     assert delivery_rows(url) == [done]
 
 
+def test_successes_recorded_together_settle_only_the_live_claims(
+    hook_settings: Settings, store: EventStore
+) -> None:
+    """The delivery worker records its successes many to a statement: each
+    live claim settles its delivery, a superseded one only logs its attempt,
+    and two successes to one endpoint update its health row once."""
+    settings, url = hook_settings, hook_settings.database_url_value()
+    team = create_team(store)
+    with projected(url, store):
+        register(store, team, "http://127.0.0.1:9/hook", ["entry.created"])
+        assert enqueue(settings, write_entry(store, team.owner, "first")) == 1
+        assert enqueue(settings, write_entry(store, team.owner, "second")) == 1
+    stale_first, stale_second = claim(url, lease=0.0)  # both leases run out at once
+    live_first, live_second = claim(url, lease=60.0)
+    assert (stale_first.id, live_first.attempts) == (live_first.id, 2)
+
+    async def record(sent: list[Claim]) -> set[tuple[int, int]]:
+        async with await AsyncConnection.connect(conninfo(url), autocommit=True) as conn:
+            return await deliveries.record_successes(
+                conn, [(c, Attempt(datetime.now(UTC), 5, 200, None, "ok")) for c in sent]
+            )
+
+    # The second delivery's stale claim answers first: only its attempt is logged.
+    assert asyncio.run(record([stale_second])) == set()
+    settled = asyncio.run(record([stale_first, live_first, live_second]))
+    assert settled == {(live_first.id, 2), (live_second.id, 2)}
+    rows = delivery_rows(url)
+    assert [(r["status"], r["attempts"], r["last_status_code"]) for r in rows] == [
+        ("succeeded", 2, 200),
+        ("succeeded", 2, 200),
+    ]
+    assert [(a["delivery_id"], a["attempt"]) for a in attempt_rows(url)] == [
+        (live_first.id, 1),
+        (live_first.id, 2),
+        (live_second.id, 1),
+        (live_second.id, 2),
+    ]
+    (health,) = query(url, "SELECT * FROM webhook_endpoint_health")
+    assert (health["consecutive_failures"], health["failing_since"]) == (0, None)
+    assert health["last_success_at"] is not None
+
+
 def test_retry_after_delays_the_next_attempt(hook_settings: Settings, store: EventStore) -> None:
     settings = hook_settings.model_copy(update={"webhook_retry_schedule": [0.0, 0.05, 0.05, 0.05]})
     url = settings.database_url_value()
