@@ -110,6 +110,7 @@ class BatchedConsumer(ABC, Generic[Item]):
                 "consumer rejected a malformed message",
                 consumer=self.consumer,
                 subject=message.raw_message.subject,
+                correlation_id=message.headers.get(CORRELATION_HEADER),
             )
             await message.reject()
             return
