@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 from commands.auth import Authenticator
 from infra.db import PostgresTarget, open_pool
 from infra.event_store import EventStore, open_event_store
-from infra.messaging import connect_nats
+from infra.messaging import close_nats, connect_nats
 from infra.settings import Settings
 
 __all__ = ["Services", "open_services"]
@@ -89,7 +89,8 @@ class Services:
             self._nats_task.cancel()
             await asyncio.wait([self._nats_task], timeout=5)
         if self.nats is not None:
-            await self.nats.drain()
+            # Closed even while NATS is away, so the pool below is closed too.
+            await close_nats(self.nats)
             self.nats = None
         self.close()
 

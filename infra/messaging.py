@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import cast
 
 import nats
@@ -12,7 +13,7 @@ from nats.aio.client import Client
 
 from infra.settings import Settings
 
-__all__ = ["connect_nats", "current_message", "stream_name", "subject_prefix"]
+__all__ = ["close_nats", "connect_nats", "current_message", "stream_name", "subject_prefix"]
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +50,17 @@ async def connect_nats(settings: Settings, *, name: str) -> Client:
     client.options["max_reconnect_attempts"] = -1
     client.options["reconnect_time_wait"] = 1
     return client
+
+
+async def close_nats(client: Client) -> None:
+    """Drains ``client`` (publishes still buffered go out) and closes it, even
+    while NATS is away: drain then refuses (reconnecting), and a client left
+    open keeps reconnect and flusher tasks pending on a loop about to close."""
+    with contextlib.suppress(Exception):
+        await client.drain()
+    if not client.is_closed:
+        with contextlib.suppress(Exception):
+            await client.close()
 
 
 def current_message(broker: NatsBroker) -> NatsMessage:

@@ -39,7 +39,7 @@ from infra.event_stream import (
     declare_events_stream,
     event_subject,
 )
-from infra.messaging import connect_nats, stream_name
+from infra.messaging import close_nats, connect_nats, stream_name
 from infra.settings import Settings
 from infra.tracing import CORRELATION_HEADER, TRACEPARENT
 from infra.waiting import first_of
@@ -183,14 +183,7 @@ class JetStreamPublisher:
 
     async def close(self) -> None:
         if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.drain()
-            # drain refuses while NATS is away (reconnecting): close stops the
-            # client's reconnect and flusher tasks, which would otherwise be
-            # left pending when the relay's loop closes.
-            if not self._client.is_closed:
-                with contextlib.suppress(Exception):
-                    await self._client.close()
+            await close_nats(self._client)
             self._client = self._js = None
 
 

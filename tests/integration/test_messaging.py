@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 from nats.js.api import StreamConfig
 
-from infra.messaging import connect_nats, stream_name
+from infra.devstack.nats import EmbeddedNats
+from infra.messaging import close_nats, connect_nats, stream_name
 from infra.settings import Settings
 
 
@@ -28,3 +32,25 @@ async def test_jetstream_publishes_and_deduplicates_by_message_id(settings: Sett
     finally:
         await js.delete_stream(name)
         await client.close()
+
+
+@pytest.mark.anyio
+async def test_a_client_is_closed_even_while_nats_is_away(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """drain refuses while the client reconnects; a client left open keeps
+    tasks pending on a loop about to close (the API's shutdown failed so)."""
+    server = EmbeddedNats(tmp_path)
+    server.start()
+    try:
+        client = await connect_nats(settings.model_copy(update={"nats_url": server.url}), name="t")
+    finally:
+        server.stop()
+    for _ in range(1000):  # until the client has noticed, within 10 s
+        if client.is_reconnecting:
+            break
+        await asyncio.sleep(0.01)
+    assert client.is_reconnecting
+    await client.publish("anything", b"buffered while reconnecting")
+    await close_nats(client)
+    assert client.is_closed
