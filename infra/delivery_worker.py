@@ -211,7 +211,7 @@ class DeliveryWorker:
             attempt, outcome = await self._send(client, claim, endpoint)
             if attempt.status_code is not None:
                 span.set_attribute("http.response.status_code", attempt.status_code)
-            if attempt.status_code is None or not 200 <= attempt.status_code < 300:
+            if not outcome.succeeded:
                 span.set_status(StatusCode.ERROR, attempt.error or f"HTTP {attempt.status_code}")
         return attempt, outcome
 
@@ -255,7 +255,7 @@ class DeliveryWorker:
                 disable_after=settings.webhook_disable_after,
             )
 
-        if attempt.status_code is not None and 200 <= attempt.status_code < 300:
+        if outcome.succeeded:
             return decide(None) if await self._successes.record(claim, attempt) else None
         async with self._pool.connection() as conn:
             return await deliveries.record_attempt(conn, claim, attempt, decide)
