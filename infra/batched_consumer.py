@@ -41,7 +41,7 @@ from infra.event_stream import VISIBLE_TO_HEADER, all_events_subject, events_str
 from infra.messaging import current_message
 from infra.settings import Settings
 from infra.tracing import CORRELATION_HEADER
-from infra.waiting import first_of
+from infra.waiting import Batches
 
 __all__ = ["BatchedConsumer", "Pool"]
 
@@ -74,8 +74,7 @@ class BatchedConsumer(ABC, Generic[Item]):
     def __init__(self, settings: Settings, pool: Pool) -> None:
         self._settings = settings
         self._pool = pool
-        self._queued: list[_Taken[Item]] = []
-        self._wake = asyncio.Event()
+        self._taken: Batches[_Taken[Item]] = Batches()
 
     @abstractmethod
     def parse(self, body: bytes) -> Item | None:
@@ -114,20 +113,13 @@ class BatchedConsumer(ABC, Generic[Item]):
             )
             await message.reject()
             return
-        self._queued.append(_Taken(message, item, self._start_span(message)))
-        self._wake.set()
+        self._taken.put(_Taken(message, item, self._start_span(message)))
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Records what was taken, a batch per transaction, until stopped."""
-        while not stopping.is_set():
-            await first_of(self._wake, stopping)
-            self._wake.clear()
-            while self._queued:
-                batch, self._queued = self._queued, []
-                await self._settle(batch)
+        await self._taken.serve(self._settle, stopping)
         # Offered again at once, so another worker need not wait for ACK_WAIT.
-        batch, self._queued = self._queued, []
-        for taken in batch:
+        for taken in self._taken.take():
             await self._answer(taken, done=False, delay=0.0)
 
     async def _settle(self, batch: list[_Taken[Item]]) -> None:

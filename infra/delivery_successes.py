@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from infra import deliveries
 from infra.deliveries import Attempt, Claim
-from infra.waiting import first_of
+from infra.waiting import Batches
 
 __all__ = ["SuccessRecorder"]
 
@@ -26,38 +26,32 @@ __all__ = ["SuccessRecorder"]
 class SuccessRecorder:
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
         self._pool = pool
-        self._queued: list[tuple[Claim, Attempt, asyncio.Future[bool]]] = []
-        self._wake = asyncio.Event()
+        self._queued: Batches[tuple[Claim, Attempt, asyncio.Future[bool]]] = Batches()
 
     async def record(self, claim: Claim, attempt: Attempt) -> bool:
         """Stores a 2xx attempt; True if it settled the delivery, False if the
         claim was superseded (its attempt is logged all the same)."""
         settled: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queued.append((claim, attempt, settled))
-        self._wake.set()
+        self._queued.put((claim, attempt, settled))
         return await settled
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Writes what is queued until stopped, and what is queued then."""
-        while not stopping.is_set():
-            await first_of(self._wake, stopping)
-            self._wake.clear()
-            await self._write_queued()
-        await self._write_queued()
+        await self._queued.serve(self._write, stopping)
+        while batch := self._queued.take():
+            await self._write(batch)
 
-    async def _write_queued(self) -> None:
-        while self._queued:
-            batch, self._queued = self._queued, []
-            try:
-                async with self._pool.connection() as conn:
-                    settled = await deliveries.record_successes(
-                        conn, [(claim, attempt) for claim, attempt, _ in batch]
-                    )
-            except Exception as exc:  # noqa: BLE001 - every sender of the batch hears it
-                for _, _, future in batch:
-                    with contextlib.suppress(asyncio.InvalidStateError):
-                        future.set_exception(exc)
-                continue
-            for claim, _, future in batch:
+    async def _write(self, batch: list[tuple[Claim, Attempt, asyncio.Future[bool]]]) -> None:
+        try:
+            async with self._pool.connection() as conn:
+                settled = await deliveries.record_successes(
+                    conn, [(claim, attempt) for claim, attempt, _ in batch]
+                )
+        except Exception as exc:  # noqa: BLE001 - every sender of the batch hears it
+            for _, _, future in batch:
                 with contextlib.suppress(asyncio.InvalidStateError):
-                    future.set_result((claim.id, claim.attempts) in settled)
+                    future.set_exception(exc)
+            return
+        for claim, _, future in batch:
+            with contextlib.suppress(asyncio.InvalidStateError):
+                future.set_result((claim.id, claim.attempts) in settled)
