@@ -4,7 +4,8 @@ Throughput: a burst of N entry creations (committed 500 per transaction, as
    bench.common seeds a log) to 1 endpoint, then to 5 (N x 5 deliveries): time
    from the burst's first commit until the receiver has every webhook-id.
    Baseline: the same POSTs (same URLs, bodies and signed headers) sent
-   straight from one httpx.AsyncClient at the delivery worker's concurrency.
+   straight from one plain aiohttp session (the delivery worker's HTTP
+   client) at the delivery worker's concurrency.
 Latency: create_entry at a steady offered rate from a separate process (8
    writer threads, one team and one endpoint each); commit -> receiver per
    event, and split into commit -> in the stream (a plain NATS subscriber on
@@ -13,7 +14,7 @@ Latency: create_entry at a steady offered rate from a separate process (8
 
 The "worker" runs in this process as `chronik worker` runs it: every
 projection and the fan-out (relay, webhook consumer, delivery worker), plus
-this script's NATS subscriber and the httpx baseline. The receiver (raw
+this script's NATS subscriber and the aiohttp baseline. The receiver (raw
 asyncio HTTP/1.1, keep-alive: bench/receiver.py) and the latency writers are
 separate processes; all share this machine's cores with PostgreSQL and NATS.
 Each scenario gets a fresh database and its own NATS namespace.
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
 import nats
 import psycopg
@@ -62,7 +64,6 @@ from commands.entries import create_entry
 from commands.models import CreateEntry, RegisterWebhook
 from commands.webhooks import register_webhook
 from infra.db import PostgresTarget
-from infra.delivery_worker import LANE_CONNECTIONS
 from infra.devstack.processes import wait_until
 from infra.event_store import EventStore, head_position, open_event_store
 from infra.event_stream import all_events_subject
@@ -306,7 +307,7 @@ def throughput(
         "deliveries": expected,
         "received_all": "yes" if complete else f"NO: {unique:,} before the timeout",
         "deliveries_per_s": round(rate),
-        "baseline_httpx_posts_per_s": round(baseline),
+        "baseline_aiohttp_posts_per_s": round(baseline),
         "ratio_to_baseline": round(rate / baseline, 3),
         "burst_committed_s": round(committed - started, 2),
         "last_in_stream_s": round(max(in_stream) - started, 2) if in_stream else None,
@@ -324,8 +325,8 @@ def head_position_of(url: str) -> int:
 
 
 def baseline_posts(receiver: RemoteReceiver, posts: list[Post], concurrency: int) -> float:
-    """POSTs/s of the same requests from plain httpx clients arranged as the
-    delivery worker's (as many requests in flight, the same small pools)."""
+    """POSTs/s of the same requests from a plain aiohttp session with as many
+    requests in flight as the delivery worker."""
     receiver.reset()
     warm = [Post(receiver.url("/warm"), b"{}", {"webhook-id": f"w{n}"}) for n in range(256)]
     elapsed = asyncio.run(_send_all(warm, posts, concurrency))
@@ -337,29 +338,21 @@ def baseline_posts(receiver: RemoteReceiver, posts: list[Post], concurrency: int
 
 async def _send_all(warm: list[Post], posts: list[Post], concurrency: int) -> float:
     """Sends ``warm`` (connections up, as the worker's are), then times ``posts``,
-    with the delivery worker's arrangement: ``concurrency`` requests in flight
-    over small httpx clients of LANE_CONNECTIONS connections each."""
-    limits = httpx.Limits(
-        max_connections=LANE_CONNECTIONS, max_keepalive_connections=LANE_CONNECTIONS
-    )
-    clients = [
-        httpx.AsyncClient(limits=limits, timeout=30, trust_env=False)
-        for _ in range(max(1, concurrency // LANE_CONNECTIONS))
-    ]
-    async with contextlib.AsyncExitStack() as stack:
-        for client in clients:
-            await stack.enter_async_context(client)
+    ``concurrency`` requests in flight over one aiohttp session."""
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
 
         async def lanes(todo: list[Post]) -> None:
             pending = iter(todo)
 
-            async def lane(client: httpx.AsyncClient) -> None:
+            async def lane() -> None:
                 for post in pending:
-                    response = await client.post(post.url, content=post.body, headers=post.headers)
-                    if response.status_code != 204:
-                        raise RuntimeError(f"receiver answered {response.status_code}")
+                    async with session.post(post.url, data=post.body, headers=post.headers) as r:
+                        await r.read()
+                        if r.status != 204:
+                            raise RuntimeError(f"receiver answered {r.status}")
 
-            await asyncio.gather(*(lane(clients[n % len(clients)]) for n in range(concurrency)))
+            await asyncio.gather(*(lane() for _ in range(concurrency)))
 
         await lanes(warm)
         started = time.perf_counter()
@@ -367,10 +360,33 @@ async def _send_all(warm: list[Post], posts: list[Post], concurrency: int) -> fl
         return time.perf_counter() - started
 
 
+async def _send_httpx(posts: list[Post], connections: int) -> float:
+    """Seconds to send ``posts`` from one httpx client (the delivery worker's
+    client until aiohttp replaced it), ``connections`` in flight."""
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(limits=limits, timeout=30, trust_env=False) as client:
+
+        async def lanes(todo: list[Post]) -> None:
+            pending = iter(todo)
+
+            async def lane() -> None:
+                for post in pending:
+                    response = await client.post(post.url, content=post.body, headers=post.headers)
+                    if response.status_code != 204:
+                        raise RuntimeError(f"receiver answered {response.status_code}")
+
+            await asyncio.gather(*(lane() for _ in range(connections)))
+
+        await lanes(posts[:256])
+        started = time.perf_counter()
+        await lanes(posts)
+        return time.perf_counter() - started
+
+
 def http_floors(receiver: RemoteReceiver, posts: list[Post]) -> Result:
     """Where the HTTP limit is: the receiver driven by a raw asyncio client
-    (64 keep-alive connections), and one httpx.AsyncClient at several
-    concurrencies, over the same POSTs."""
+    (64 keep-alive connections), one aiohttp session at several concurrencies,
+    and one httpx client at 8 and 64, over the same POSTs."""
     posts = posts[:FLOOR_POSTS]
     warm = [Post(receiver.url("/warm"), b"{}", {"webhook-id": f"w{n}"}) for n in range(256)]
     result: Result = {"scenario": "B5 HTTP floors (same receiver, same POSTs)"}
@@ -381,7 +397,10 @@ def http_floors(receiver: RemoteReceiver, posts: list[Post]) -> Result:
     )
     for concurrency in (1, 8, 64):
         elapsed = asyncio.run(_send_all(warm, posts, concurrency))
-        result[f"httpx_one_client_{concurrency}_conns_posts_per_s"] = round(len(posts) / elapsed)
+        result[f"aiohttp_one_session_{concurrency}_conns_posts_per_s"] = round(len(posts) / elapsed)
+    for connections in (8, 64):
+        elapsed = asyncio.run(_send_httpx(posts, connections))
+        result[f"httpx_one_client_{connections}_conns_posts_per_s"] = round(len(posts) / elapsed)
     return result
 
 

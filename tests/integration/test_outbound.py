@@ -17,12 +17,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
-import httpx
 import pytest
 import trustme
+from yarl import URL
 
 from commands.url_policy import Network, is_public_address
-from infra.outbound import RefusedAddress, open_webhook_client, resolve_admitted
+from infra.outbound import RefusedAddress, SendFailed, WebhookClient, resolve_admitted
 
 pytestmark = pytest.mark.anyio
 
@@ -36,6 +36,7 @@ class Log:
 
     redirect_to: str | None = None
     seen: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -50,6 +51,10 @@ class Receiver:
     def port(self) -> int:
         return int(self.server.server_address[1])
 
+    def headers(self) -> list[dict[str, str]]:
+        with self.log.lock:
+            return list(self.log.headers)
+
     def requests(self) -> list[dict[str, Any]]:
         with self.log.lock:
             return list(self.log.seen)
@@ -63,11 +68,13 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
         with self.log.lock:
             self.log.seen.append({"path": self.path, "host": self.headers["host"], "body": body})
+            self.log.headers.append({k.lower(): v for k, v in self.headers.items()})
         if self.log.redirect_to is not None:
             self.send_response(302)
             self.send_header("location", self.log.redirect_to)
         else:
             self.send_response(200)
+        self.send_header("set-cookie", "session=of-one-tenant")
         self.send_header("content-length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
@@ -125,12 +132,13 @@ def receiver_v6() -> Iterator[Receiver | None]:
 async def _refused(url: str, allowed: list[Network] | tuple[()] = ()) -> RefusedAddress:
     # A tripwire first: if the guard admitted this target, fail without sending
     # anything to it (no traffic to private ranges, ever).
-    parsed = httpx.URL(url)
+    parsed = URL(url)
+    assert parsed.raw_host is not None
     with pytest.raises(RefusedAddress):
-        await resolve_admitted(parsed.host, parsed.port or 80, allowed)
-    async with open_webhook_client(allowed, timeout=5) as client:
+        await resolve_admitted(parsed.raw_host, parsed.port or 80, allowed)
+    async with WebhookClient(allowed, timeout=5) as client:
         with pytest.raises(RefusedAddress) as refused:
-            await client.post(url, content=b"{}")
+            await client.post(url, b"{}", {})
     return refused.value
 
 
@@ -159,7 +167,6 @@ async def test_loopback_and_private_targets_are_refused_before_connecting(
     for url, why in cases.items():
         refused = await _refused(url)
         assert str(refused).startswith(why), (url, str(refused))
-        assert refused.request.url == httpx.URL(url)
     assert receiver.requests() == []
     if receiver_v6 is not None:
         assert receiver_v6.requests() == []
@@ -168,33 +175,49 @@ async def test_loopback_and_private_targets_are_refused_before_connecting(
 async def test_the_allow_list_admits_loopback(
     receiver: Receiver, receiver_v6: Receiver | None
 ) -> None:
-    async with open_webhook_client(LOOPBACK, timeout=5) as client:
-        by_ip = await client.post(f"http://127.0.0.1:{receiver.port}/a", content=b"1")
-        by_name = await client.post(f"http://{HOSTNAME}:{receiver.port}/b", content=b"2")
+    async with WebhookClient(LOOPBACK, timeout=5) as client:
+        by_ip = await client.post(f"http://127.0.0.1:{receiver.port}/a", b"1", {})
+        by_name = await client.post(f"http://{HOSTNAME}:{receiver.port}/b", b"2", {})
         assert (by_ip.status_code, by_name.status_code) == (200, 200)
+        assert by_ip.body == b"ok"
         if receiver_v6 is not None:  # ::1 is not in 127.0.0.0/8
             with pytest.raises(RefusedAddress, match="::1 is a loopback address"):
-                await client.post(f"http://[::1]:{receiver_v6.port}/c", content=b"3")
+                await client.post(f"http://[::1]:{receiver_v6.port}/c", b"3", {})
     assert receiver.requests() == [
         {"path": "/a", "host": f"127.0.0.1:{receiver.port}", "body": b"1"},
         {"path": "/b", "host": f"{HOSTNAME}:{receiver.port}", "body": b"2"},
     ]
     if receiver_v6 is not None:
         assert receiver_v6.requests() == []
-        async with open_webhook_client([ipaddress.ip_network("::1/128")], timeout=5) as client:
-            response = await client.post(f"http://[::1]:{receiver_v6.port}/d", content=b"4")
+        async with WebhookClient([ipaddress.ip_network("::1/128")], timeout=5) as client:
+            response = await client.post(f"http://[::1]:{receiver_v6.port}/d", b"4", {})
         assert response.status_code == 200
         assert [r["path"] for r in receiver_v6.requests()] == ["/d"]
 
 
 async def test_redirects_are_not_followed(receiver: Receiver) -> None:
     with _receiver(redirect_to=f"http://127.0.0.1:{receiver.port}/elsewhere") as redirecting:
-        async with open_webhook_client(LOOPBACK, timeout=5) as client:
-            response = await client.post(f"http://127.0.0.1:{redirecting.port}/in", content=b"x")
+        async with WebhookClient(LOOPBACK, timeout=5) as client:
+            response = await client.post(f"http://127.0.0.1:{redirecting.port}/in", b"x", {})
         assert response.status_code == 302
-        assert response.headers["location"].endswith("/elsewhere")
         assert [r["path"] for r in redirecting.requests()] == ["/in"]
     assert receiver.requests() == []
+
+
+async def test_no_cookie_is_kept_and_answers_are_read_raw_up_to_the_cap(
+    receiver: Receiver,
+) -> None:
+    # One pool serves every tenant's endpoints: a cookie one receiver sets must
+    # not go back to it (or anywhere), and the answer is taken as sent, capped.
+    url = f"http://{HOSTNAME}:{receiver.port}/jar"  # cookies of IP hosts are never kept
+    async with WebhookClient(LOOPBACK, timeout=5) as client:
+        first = await client.post(url, b"1", {"content-type": "application/json"})
+        second = await client.post(url, b"2", {}, read_at_most=1)
+    assert (first.body, second.body) == (b"ok", b"o")
+    sent = receiver.headers()
+    assert len(sent) == 2
+    assert all("cookie" not in h and "accept-encoding" not in h for h in sent), sent
+    assert sent[0]["content-type"] == "application/json"
 
 
 def _fake_resolver(answers: dict[str, list[str]], calls: list[str]) -> Callable[..., Any]:
@@ -220,11 +243,8 @@ async def test_the_checked_address_is_the_one_connected_to(
     resolver = _fake_resolver({"hooks.test": ["127.0.0.2", "127.0.0.1"]}, calls)
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolver)
     url = f"http://hooks.test:{receiver.port}/pinned"
-    client = open_webhook_client(LOOPBACK, timeout=5)
-    async with client, client.stream("POST", url, content=b"p") as response:
-        stream = response.extensions["network_stream"]
-        assert stream.get_extra_info("server_addr") == ("127.0.0.1", receiver.port)
-        await response.aread()
+    async with WebhookClient(LOOPBACK, timeout=5) as client:
+        response = await client.post(url, b"p", {})
     assert response.status_code == 200
     assert calls == ["hooks.test"]
     assert receiver.requests() == [
@@ -248,10 +268,9 @@ async def test_a_name_that_does_not_resolve_is_a_connect_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", _fake_resolver({}, []))
-    async with open_webhook_client((), timeout=5) as client:
-        with pytest.raises(httpx.ConnectError, match=r"cannot resolve nowhere\.test") as failed:
-            await client.post("https://nowhere.test/hook", content=b"{}")
-    assert not isinstance(failed.value, RefusedAddress)
+    async with WebhookClient((), timeout=5) as client:
+        with pytest.raises(SendFailed, match=r"cannot resolve nowhere\.test"):
+            await client.post("https://nowhere.test/hook", b"{}", {})
 
 
 @pytest.fixture
@@ -292,9 +311,9 @@ async def test_tls_uses_the_host_name_not_the_address(
         _fake_resolver({"hooks.test": ["127.0.0.1"]}, calls),
     )
     try:
-        async with open_webhook_client(LOOPBACK, timeout=5) as client:
-            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-                await client.post(f"https://hooks.test:{port}/tls", content=b"{}")
+        async with WebhookClient(LOOPBACK, timeout=5) as client:
+            with pytest.raises(SendFailed, match="CERTIFICATE_VERIFY_FAILED"):
+                await client.post(f"https://hooks.test:{port}/tls", b"{}", {})
         await asyncio.to_thread(thread.join, 10)
     finally:
         listener.close()

@@ -69,7 +69,17 @@ def test_infra_never_imports_api() -> None:
 
 
 def test_aggregates_do_no_io() -> None:
-    io_modules = {"socket", "subprocess", "psycopg", "httpx", "nats", "os", "pathlib", "random"}
+    io_modules = {
+        "socket",
+        "subprocess",
+        "psycopg",
+        "httpx",
+        "aiohttp",
+        "nats",
+        "os",
+        "pathlib",
+        "random",
+    }
     offenders = {
         f"{path.name}: {module}"
         for path in (ROOT / "aggregates").rglob("*.py")
