@@ -60,7 +60,7 @@ class DeliveryWorker:
         self._poll_interval = poll_interval
         self._inflight: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._successes = SuccessRecorder(pool)
+        self._successes = SuccessRecorder(pool, on_written=self._wake.set)
 
     async def run(self, stopping: asyncio.Event) -> None:
         client = WebhookClient(
@@ -88,7 +88,7 @@ class DeliveryWorker:
         delay = 0.5
         while not stopping.is_set():
             self._wake.clear()
-            free = self._settings.webhook_concurrency - len(self._inflight)
+            free = self._free_slots()
             claimed: list[Claim] = []
             try:
                 if free > 0:
@@ -103,6 +103,14 @@ class DeliveryWorker:
                 wait, delay = delay, min(delay * 2, 5.0)
             if wait > 0:
                 await first_of(stopping, self._wake, within=wait)
+
+    def _free_slots(self) -> int:
+        """Sends in flight take a slot each; successes waiting to be recorded
+        take none until there are more of them than slots (so a stalled
+        recorder stops the claiming instead of piling up sent deliveries)."""
+        concurrency = self._settings.webhook_concurrency
+        backlog = max(0, self._successes.unrecorded - concurrency)
+        return concurrency - len(self._inflight) - backlog
 
     async def _claim(self, limit: int) -> tuple[list[Claim], dict[UUID, Endpoint], dict[int, str]]:
         """Due deliveries, their endpoints and (tracing on) their events' traces."""
@@ -243,7 +251,8 @@ class DeliveryWorker:
             )
 
         if outcome.succeeded:
-            return decide(None) if await self._successes.record(claim, attempt) else None
+            self._successes.put(claim, attempt)
+            return None
         async with self._pool.connection() as conn:
             return await deliveries.record_attempt(conn, claim, attempt, decide)
 

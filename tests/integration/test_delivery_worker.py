@@ -23,6 +23,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+import psycopg
 import pytest
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
@@ -298,6 +299,31 @@ def test_successes_recorded_together_settle_only_the_live_claims(
     (health,) = query(url, "SELECT * FROM webhook_endpoint_health")
     assert (health["consecutive_failures"], health["failing_since"]) == (0, None)
     assert health["last_success_at"] is not None
+
+
+def test_a_sends_slot_is_free_before_its_success_is_recorded(
+    hook_settings: Settings, store: EventStore
+) -> None:
+    """One slot, two deliveries, and successes that cannot be written yet
+    (webhook_attempts locked): the second is still sent, and both settle
+    once the lock is gone."""
+    settings = hook_settings.model_copy(update={"webhook_concurrency": 1})
+    url = settings.database_url_value()
+    team = create_team(store)
+    with receiver() as hook, projected(url, store):
+        register(store, team, hook.url, ["entry.created"])
+        assert enqueue(settings, write_entry(store, team.owner, "first")) == 1
+        assert enqueue(settings, write_entry(store, team.owner, "second")) == 1
+        with psycopg.connect(url) as blocker:  # one transaction until the rollback
+            blocker.execute("LOCK TABLE webhook_attempts IN EXCLUSIVE MODE")
+            with delivery_worker(settings, store):
+                wait_until(lambda: len(hook.ids()) == 2, timeout=20, what="both sent")
+                assert {r["status"] for r in delivery_rows(url)} == {"pending"}
+                blocker.rollback()
+                rows = wait_settled(url, 2)
+
+    assert [(r["status"], r["attempts"]) for r in rows] == [("succeeded", 1)] * 2
+    assert [(a["attempt"], a["status_code"]) for a in attempt_rows(url)] == [(1, 204)] * 2
 
 
 def test_retry_after_delays_the_next_attempt(hook_settings: Settings, store: EventStore) -> None:
