@@ -75,14 +75,23 @@ class DeliveryWorker:
         try:
             async with client:
                 await self._claim_and_send(client, stopping)
-                if self._inflight:  # finish what was started: its claims are ours
-                    await asyncio.wait(self._inflight, timeout=self._settings.webhook_timeout + 1)
+                await self._finish_sends()
         finally:
             sent_all.set()
             await recorder
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+
+    async def _finish_sends(self) -> None:
+        """Waits for what was started (its claims are ours), then cancels what
+        is still running, before the client closes under it."""
+        if not self._inflight:
+            return
+        _, late = await asyncio.wait(self._inflight, timeout=self._settings.webhook_timeout + 1)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     async def _claim_and_send(self, client: WebhookClient, stopping: asyncio.Event) -> None:
         delay = 0.5
@@ -128,8 +137,8 @@ class DeliveryWorker:
             return claimed, endpoints, traces
 
     async def _seconds_to_wait(self, claimed: list[Claim], free: int) -> float:
-        if claimed and len(claimed) == free:
-            return self._poll_interval  # slots full: a finished send wakes us
+        if free <= 0 or len(claimed) == free:
+            return self._poll_interval  # slots full: a finished send or a recorded batch wakes us
         if claimed:
             return 0.0  # there may be more due
         async with self._pool.connection() as conn:
@@ -189,11 +198,11 @@ class DeliveryWorker:
         parent = tracing.context_of(traceparent)
         if parent is None:
             return await self._send(client, claim, endpoint)
-        url = URL(endpoint.url)
+        host, port = _server_of(endpoint.url)
         attributes: dict[str, str | int] = {
             "http.request.method": "POST",
-            "server.address": url.host or "",
-            "server.port": url.port or (443 if url.scheme == "https" else 80),
+            "server.address": host,
+            "server.port": port,
             "chronik.webhook.endpoint_id": str(claim.endpoint_id),
             "chronik.webhook.delivery_id": claim.id,
             "chronik.webhook.attempt": claim.attempts,
@@ -269,3 +278,13 @@ class DeliveryWorker:
                         self._wake.set()
             except (OSError, *_DATABASE_ERRORS):
                 await first_of(stopping, within=1.0)
+
+
+def _server_of(url: str) -> tuple[str, int]:
+    """The host and port a URL names; ("", 0) for one that does not parse
+    (its send fails and is recorded; the span must not fail first)."""
+    try:
+        parsed = URL(url)
+        return parsed.host or "", parsed.port or 0
+    except ValueError:
+        return "", 0

@@ -134,7 +134,10 @@ class GuardedResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_UNSPEC
     ) -> list[ResolveResult]:
-        addresses = await resolve_admitted(host, port, self._allowed)
+        try:
+            addresses = await resolve_admitted(host, port, self._allowed)
+        except UnicodeError as exc:  # a label too long or empty: aiohttp wraps only OSError
+            raise OSError(f"{host} is not a valid host name: {exc}") from exc
         return [
             ResolveResult(
                 hostname=host,
@@ -215,7 +218,10 @@ class WebhookClient:
         if no HTTP answer came, TimeoutError if none came in time."""
         if self._session is None:
             raise RuntimeError("WebhookClient used outside 'async with'")
-        target = URL(url)
+        try:
+            target = URL(url)
+        except ValueError as exc:
+            raise SendFailed(f"invalid url: {exc}") from exc
         if target.raw_host is not None and _literal(target.raw_host) is not None:
             await resolve_admitted(target.raw_host, target.port or 0, self._allowed)
         try:

@@ -204,6 +204,30 @@ async def test_redirects_are_not_followed(receiver: Receiver) -> None:
     assert receiver.requests() == []
 
 
+async def test_other_spellings_of_loopback_and_bad_host_names_send_nothing(
+    receiver: Receiver,
+) -> None:
+    # Numeric IPv4 forms that the C resolver maps onto 127.0.0.1, and host
+    # names that do not encode: each is refused or fails as SendFailed, with
+    # nothing sent (aiohttp connects to an IP literal without the resolver,
+    # so a form it did not treat as one must still reach the guard).
+    port = receiver.port
+    urls = [
+        f"http://127.1:{port}/short",
+        f"http://2130706433:{port}/decimal",
+        f"http://0177.0.0.1:{port}/octal",
+        f"http://0x7f000001:{port}/hex",
+        f"http://127.0.0.1.:{port}/trailing-dot",
+        f"https://{'a' * 64}.example/long-label",
+        "https://exa\u00admple.com/soft-hyphen",
+    ]
+    async with WebhookClient((), timeout=5) as client:
+        for url in urls:
+            with pytest.raises((RefusedAddress, SendFailed)):
+                await client.post(url, b"{}", {})
+    assert receiver.requests() == []
+
+
 async def test_no_cookie_is_kept_and_answers_are_read_raw_up_to_the_cap(
     receiver: Receiver,
 ) -> None:
