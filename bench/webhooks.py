@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_network
 from multiprocessing.connection import Connection
@@ -342,22 +342,12 @@ async def _send_all(warm: list[Post], posts: list[Post], concurrency: int) -> fl
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
 
-        async def lanes(todo: list[Post]) -> None:
-            pending = iter(todo)
+        async def send(post: Post) -> int:
+            async with session.post(post.url, data=post.body, headers=post.headers) as r:
+                await r.read()
+                return r.status
 
-            async def lane() -> None:
-                for post in pending:
-                    async with session.post(post.url, data=post.body, headers=post.headers) as r:
-                        await r.read()
-                        if r.status != 204:
-                            raise RuntimeError(f"receiver answered {r.status}")
-
-            await asyncio.gather(*(lane() for _ in range(concurrency)))
-
-        await lanes(warm)
-        started = time.perf_counter()
-        await lanes(posts)
-        return time.perf_counter() - started
+        return await _timed_lanes(send, warm, posts, concurrency)
 
 
 async def _send_httpx(posts: list[Post], connections: int) -> float:
@@ -366,21 +356,33 @@ async def _send_httpx(posts: list[Post], connections: int) -> float:
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(limits=limits, timeout=30, trust_env=False) as client:
 
-        async def lanes(todo: list[Post]) -> None:
-            pending = iter(todo)
+        async def send(post: Post) -> int:
+            response = await client.post(post.url, content=post.body, headers=post.headers)
+            return response.status_code
 
-            async def lane() -> None:
-                for post in pending:
-                    response = await client.post(post.url, content=post.body, headers=post.headers)
-                    if response.status_code != 204:
-                        raise RuntimeError(f"receiver answered {response.status_code}")
+        return await _timed_lanes(send, posts[:256], posts, connections)
 
-            await asyncio.gather(*(lane() for _ in range(connections)))
 
-        await lanes(posts[:256])
-        started = time.perf_counter()
-        await lanes(posts)
-        return time.perf_counter() - started
+async def _timed_lanes(
+    send: Callable[[Post], Awaitable[int]], warm: list[Post], posts: list[Post], lanes: int
+) -> float:
+    """Sends ``warm``, then times ``posts``: ``lanes`` tasks each sending the
+    next post until none is left, every answer a 204."""
+
+    async def run(todo: list[Post]) -> None:
+        pending = iter(todo)
+
+        async def lane() -> None:
+            for post in pending:
+                if (status := await send(post)) != 204:
+                    raise RuntimeError(f"receiver answered {status}")
+
+        await asyncio.gather(*(lane() for _ in range(lanes)))
+
+    await run(warm)
+    started = time.perf_counter()
+    await run(posts)
+    return time.perf_counter() - started
 
 
 def http_floors(receiver: RemoteReceiver, posts: list[Post]) -> Result:

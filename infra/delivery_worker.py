@@ -248,6 +248,9 @@ class DeliveryWorker:
         return attempt, Outcome(status_code, error, retry_after)
 
     async def _record(self, claim: Claim, attempt: Attempt, outcome: Outcome) -> Verdict | None:
+        if outcome.succeeded:  # decides nothing more: written in the background
+            self._successes.put(claim, attempt)
+            return None
         settings = self._settings
 
         def decide(failing_for: float | None) -> Verdict:
@@ -259,9 +262,6 @@ class DeliveryWorker:
                 disable_after=settings.webhook_disable_after,
             )
 
-        if outcome.succeeded:
-            self._successes.put(claim, attempt)
-            return None
         async with self._pool.connection() as conn:
             return await deliveries.record_attempt(conn, claim, attempt, decide)
 
