@@ -21,7 +21,6 @@ from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
     Mapper,
-    Notification,
     OperationalError,
     PersistenceError,
     StoredEvent,
@@ -29,7 +28,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic, retry
-from psycopg.rows import DictRow, tuple_row
+from psycopg.rows import DictRow, RowMaker, tuple_row
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 
@@ -44,6 +43,7 @@ from infra.command_records import write_records
 from infra.db import PostgresTarget, reconnect_steadily
 from infra.group_commit import GroupCommitter
 from infra.serialization import OrjsonTranscoder, PydanticMapper
+from projections.base import LoggedEvent
 
 __all__ = [
     "DEFAULT_GROUP_COMMIT_MAX",
@@ -85,6 +85,10 @@ SELECT_LOG_AFTER = """
 SELECT notification_id, originator_id, originator_version, topic, state FROM chronik_events
 WHERE notification_id > %s ORDER BY notification_id LIMIT %s
 """
+
+
+def _logged_events(cursor: psycopg.Cursor[Any]) -> RowMaker[LoggedEvent]:
+    return LoggedEvent._make
 
 
 class ChronikRecorder(PostgresApplicationRecorder):
@@ -330,26 +334,18 @@ class EventStore(Application[UUID]):
     # As the library's select_notifications: a pooled connection broken by a
     # database restart is not pinged first (POSTGRES_PRE_PING), so try another.
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def read_log(self, after: int, limit: int) -> list[Notification]:
+    def read_log(self, after: int, limit: int) -> list[LoggedEvent]:
         """Up to ``limit`` events after position ``after``, in order. What the
-        library's ``select_notifications`` reads, without a dict per row first:
-        a projection's rebuild reads every event (bench B3). Raises the library's
-        persistence errors, as it does."""
+        library's ``select_notifications`` reads, as tuples made straight from
+        the rows: a projection's rebuild reads every event (bench B3). In binary,
+        so neither side hex-codes the states (a third of the read's CPU). Raises
+        the library's persistence errors, as it does."""
         with (
             self.recorder_.datastore.get_connection() as conn,
-            conn.cursor(row_factory=tuple_row) as cur,
+            conn.cursor(row_factory=_logged_events) as cur,
         ):
-            cur.execute(SELECT_LOG_AFTER, (after, limit), prepare=True)
-            return [
-                Notification(
-                    id=position,
-                    originator_id=originator_id,
-                    originator_version=version,
-                    topic=topic,
-                    state=bytes(state),
-                )
-                for position, originator_id, version, topic, state in cur.fetchall()
-            ]
+            cur.execute(SELECT_LOG_AFTER, (after, limit), prepare=True, binary=True)
+            return cur.fetchall()
 
     def find_idempotent_response(self, team_id: UUID, key: str) -> StoredResponse | None:
         row = self._query_row(SELECT_IDEMPOTENT_RESPONSE, (team_id, key))

@@ -6,15 +6,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import InterfaceError, Notification, OperationalError
+from eventsourcing.persistence import InterfaceError, OperationalError
 from psycopg_pool import PoolTimeout
 
 from aggregates.base import DomainEvent
 from infra.db import PostgresTarget
 from infra.event_store import EVENTS_TABLE, EventStore
+from infra.serialization import PydanticMapper
 from infra.settings import Settings
 from projections.audit_chain import CheckpointSigner
-from projections.base import Projection
+from projections.base import LoggedEvent, Projection
 from projections.catalog import all_projections
 from projections.runner import Connect, RunnerConfig, SourceUnavailable
 from projections.wakeups import CONTROL_CHANNEL, Wakeups
@@ -35,16 +36,19 @@ class StoredEventSource:
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
+        mapper = store.mapper
+        assert isinstance(mapper, PydanticMapper)
+        self._mapper = mapper
 
-    def read(self, after: int, limit: int) -> Sequence[Notification]:
+    def read(self, after: int, limit: int) -> Sequence[LoggedEvent]:
         try:
-            found: Sequence[Notification] = self._store.read_log(after, limit)
+            found: Sequence[LoggedEvent] = self._store.read_log(after, limit)
         except (OperationalError, InterfaceError, PoolTimeout) as exc:
             raise SourceUnavailable(str(exc)) from exc
         return found
 
-    def decode(self, notification: Notification) -> DomainEvent:
-        event = self._store.mapper.to_domain_event(notification)
+    def decode(self, logged: LoggedEvent) -> DomainEvent:
+        event = self._mapper.decode(logged.topic, logged.state)
         assert isinstance(event, DomainEvent)
         return event
 

@@ -37,6 +37,9 @@ __all__ = [
 # The same key the library's own Mapper uses, so the two agree on stored bytes.
 CLASS_VERSION_KEY = "class_version"
 _CLASS_VERSION_FIELD = orjson.dumps(CLASS_VERSION_KEY)
+# Named once: a subscripted generic made per decode costs a typing-cache lookup
+# (4 % of a projection rebuild).
+_Event = DomainEventProtocol[Any]
 
 
 def _default(value: object) -> object:
@@ -113,10 +116,15 @@ class PydanticMapper(Mapper[Any]):
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[Any]:
-        cls = resolve_topic(stored_event.topic)
-        if class_version_of(cls) == 1 and _CLASS_VERSION_FIELD not in stored_event.state:
+        return self.decode(stored_event.topic, stored_event.state)
+
+    def decode(self, topic: str, state: bytes) -> _Event:
+        """The event stored under ``topic`` as ``state`` (what projections call
+        for every event of the log, with no StoredEvent to make first)."""
+        cls = resolve_topic(topic)
+        if class_version_of(cls) == 1 and _CLASS_VERSION_FIELD not in state:
             # Nothing to upcast: pydantic parses the bytes itself, about twice as
             # fast as building a dict first (projections decode every event).
-            return cast(DomainEventProtocol[Any], cls.model_validate_json(stored_event.state))
-        state = upcast(cls, self.transcoder.decode(stored_event.state), topic=stored_event.topic)
-        return cast(DomainEventProtocol[Any], cls(**state))
+            event: _Event = cls.model_validate_json(state)
+            return event
+        return cast(_Event, cls(**upcast(cls, self.transcoder.decode(state), topic=topic)))

@@ -15,10 +15,8 @@ from collections.abc import Sequence
 from typing import Final
 from uuid import UUID
 
-from eventsourcing.persistence import Notification
-
 from projections.audit_chain import GENESIS, Checkpoint, CheckpointSigner, event_hash, link
-from projections.base import Cursor, Decode, Fact, Projection
+from projections.base import Cursor, Decode, Fact, LoggedEvent, Projection
 
 __all__ = ["DEFAULT_CHECKPOINT_EVERY", "LedgerProjection", "chain"]
 
@@ -44,7 +42,7 @@ Link = tuple[int, int, bytes, bytes]  # position, seq, event hash, chain hash
 
 
 def chain(
-    notifications: Sequence[Notification], seq: int, previous: bytes
+    notifications: Sequence[LoggedEvent], seq: int, previous: bytes
 ) -> tuple[list[Link], bytes]:
     """The links of ``notifications`` after the ``seq``-th event, whose link is
     ``previous``; and the last link."""
@@ -88,7 +86,7 @@ class LedgerProjection(Projection):
     def apply(self, cur: Cursor, facts: Sequence[Fact]) -> None:
         raise TypeError("the audit ledger chains stored bytes; it is fed by apply_batch")
 
-    def apply_batch(self, cur: Cursor, batch: Sequence[Notification], decode: Decode) -> int:
+    def apply_batch(self, cur: Cursor, batch: Sequence[LoggedEvent], decode: Decode) -> int:
         if not batch:
             return 0
         last = cur.execute(LAST_LINK).fetchone()

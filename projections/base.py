@@ -12,18 +12,32 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
+from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 from aggregates.base import Aggregate, DomainEvent
 
-__all__ = ["Cursor", "Decode", "Fact", "Projection", "topic_of"]
+__all__ = ["Cursor", "Decode", "Fact", "LoggedEvent", "Projection", "topic_of"]
 
 Cursor = psycopg.Cursor[dict[str, Any]]
-Decode = Callable[[Notification], DomainEvent]
+
+
+class LoggedEvent(NamedTuple):
+    """An event as stored in the log, at position ``id``: the fields of the
+    library's ``Notification``, as a tuple. A rebuild reads every event, and a
+    frozen dataclass costs about 1 µs more to make (bench B3)."""
+
+    id: int
+    originator_id: UUID
+    originator_version: int
+    topic: str
+    state: bytes
+
+
+Decode = Callable[[LoggedEvent], DomainEvent]
 
 
 def topic_of(aggregate: type[Aggregate], event_name: str) -> str:
@@ -86,7 +100,7 @@ class Projection(ABC):
     def apply(self, cur: Cursor, facts: Sequence[Fact]) -> None:
         """Write ``facts`` (in position order) to this projection's tables."""
 
-    def apply_batch(self, cur: Cursor, batch: Sequence[Notification], decode: Decode) -> int:
+    def apply_batch(self, cur: Cursor, batch: Sequence[LoggedEvent], decode: Decode) -> int:
         """Apply a batch as read from the log; returns how many events it applied.
         Only the topics this projection reads are decoded."""
         topics = self.topics

@@ -18,19 +18,17 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from eventsourcing.persistence import Notification
-
 from aggregates.base import DomainEvent
-from projections.base import Decode
+from projections.base import Decode, LoggedEvent
 
 __all__ = ["ReadAhead"]
 
-Read = Callable[[int, int], Sequence[Notification]]
+Read = Callable[[int, int], Sequence[LoggedEvent]]
 
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
-    notifications: Sequence[Notification]
+    notifications: Sequence[LoggedEvent]
     decoded: dict[int, DomainEvent]
 
 
@@ -45,7 +43,7 @@ class ReadAhead:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"read-ahead-{name}")
         self._pending: tuple[int, Future[_Batch]] | None = None
 
-    def read(self, after: int) -> tuple[Sequence[Notification], Decode]:
+    def read(self, after: int) -> tuple[Sequence[LoggedEvent], Decode]:
         """The batch after ``after`` (up to ``limit`` events), and how to decode
         its events: what was decoded ahead is taken, the rest decoded now."""
         pending, self._pending = self._pending, None
@@ -77,7 +75,7 @@ class ReadAhead:
         return _Batch(notifications, decoded)
 
     def _decoder(self, decoded: dict[int, DomainEvent]) -> Decode:
-        def decode(notification: Notification) -> DomainEvent:
+        def decode(notification: LoggedEvent) -> DomainEvent:
             event = decoded.get(notification.id)
             return event if event is not None else self._decode(notification)
 

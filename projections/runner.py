@@ -17,7 +17,6 @@ from typing import Any, Final, Protocol
 import orjson
 import psycopg
 import structlog
-from eventsourcing.persistence import Notification
 from opentelemetry.trace import (
     NoOpTracerProvider,
     ProxyTracerProvider,
@@ -33,7 +32,7 @@ from psycopg.rows import dict_row
 
 from aggregates.base import DomainEvent
 from projections import registry
-from projections.base import Decode, Projection
+from projections.base import Decode, LoggedEvent, Projection
 from projections.read_ahead import ReadAhead
 from projections.registry import Generation, LostOwnership
 
@@ -62,9 +61,9 @@ _TRACEPARENT: Final = b'"traceparent"'
 class EventSource(Protocol):
     """The event log as runners read it (the library's notification log)."""
 
-    def read(self, after: int, limit: int) -> Sequence[Notification]: ...
+    def read(self, after: int, limit: int) -> Sequence[LoggedEvent]: ...
 
-    def decode(self, notification: Notification) -> DomainEvent: ...
+    def decode(self, notification: LoggedEvent) -> DomainEvent: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +179,7 @@ class GenerationRunner:
         self,
         conn: psycopg.Connection[Any],
         generation: Generation,
-        batch: Sequence[Notification],
+        batch: Sequence[LoggedEvent],
         decode: Decode,
     ) -> None:
         """``_apply``, with a span (tracing on) in each trace the batch continues.
@@ -203,7 +202,7 @@ class GenerationRunner:
         self,
         conn: psycopg.Connection[Any],
         generation: Generation,
-        batch: Sequence[Notification],
+        batch: Sequence[LoggedEvent],
         decode: Decode,
     ) -> None:
         try:
@@ -224,7 +223,7 @@ class GenerationRunner:
         self,
         conn: psycopg.Connection[Any],
         generation: Generation,
-        batch: Sequence[Notification],
+        batch: Sequence[LoggedEvent],
         decode: Decode,
     ) -> Generation:
         with conn.transaction():
@@ -249,7 +248,7 @@ class GenerationRunner:
         self,
         conn: psycopg.Connection[Any],
         generation: Generation,
-        batch: Sequence[Notification],
+        batch: Sequence[LoggedEvent],
         decode: Decode,
     ) -> bool:
         """Apply the batch one event at a time: the events before the bad one
@@ -307,7 +306,7 @@ def _tracing_on() -> bool:
     return not isinstance(get_tracer_provider(), _UNTRACED)
 
 
-def _event_spans(projection: str, batch: Sequence[Notification]) -> list[Span]:
+def _event_spans(projection: str, batch: Sequence[LoggedEvent]) -> list[Span]:
     """One span per trace the batch's events continue (a command's events
     share one), started now and ended once the batch is committed: the events
     are applied together, set-based, so that is when each was applied."""

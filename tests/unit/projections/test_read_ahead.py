@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
-from eventsourcing.persistence import Notification
 
 from aggregates.base import DomainEvent
 from infra.devstack.processes import wait_until
+from projections.base import LoggedEvent
 from projections.read_ahead import ReadAhead
 
 READ_TOPIC = "read"
@@ -30,12 +30,12 @@ class Log:
         self.decodes: list[int] = []
         self.lock = threading.Lock()
 
-    def read(self, after: int, limit: int) -> Sequence[Notification]:
+    def read(self, after: int, limit: int) -> Sequence[LoggedEvent]:
         with self.lock:
             self.reads.append(after)
         last = min(after + limit, self.size)
         found = [
-            Notification(
+            LoggedEvent(
                 id=position,
                 originator_id=UUID(int=position),
                 originator_version=1,
@@ -48,7 +48,7 @@ class Log:
             self.returned.append(after)
         return found
 
-    def decode(self, notification: Notification) -> DomainEvent:
+    def decode(self, notification: LoggedEvent) -> DomainEvent:
         with self.lock:
             self.decodes.append(notification.id)
         if notification.id == 3:
