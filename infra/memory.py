@@ -30,9 +30,11 @@ __all__ = ["MMAP_THRESHOLD", "YOUNG_THRESHOLD", "bound_malloc", "settle_heap"]
 
 MMAP_THRESHOLD = 128 * 1024
 # Allocations between young collections (CPython's default is 700): the
-# young objects of a batch of events or of a request mostly die by refcount
-# before it is reached.
-YOUNG_THRESHOLD = 10_000
+# young objects of a request mostly die by refcount before it is reached. A
+# projection batch of 2,000 events allocates about this many, alive until the
+# batch is written: at 10,000 each was walked several times and promoted, a
+# twentieth of a rebuild's instructions (bench B3).
+YOUNG_THRESHOLD = 50_000
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
