@@ -4,7 +4,6 @@ this test's database."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from infra.db import PostgresTarget
-from infra.devstack.processes import free_port
+from infra.devstack.processes import free_port, wait_until
 from infra.event_store import open_event_store
 from infra.projection_wiring import open_projection_worker, projections_for
 from infra.settings import Settings
@@ -92,11 +91,8 @@ def api(api_settings: Settings, worker: None) -> Iterator[Api]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        assert thread.is_alive(), "the API exited during start-up"
-        time.sleep(0.02)
+    wait_until(lambda: server.started or not thread.is_alive(), timeout=30, what="the API's start")
+    assert thread.is_alive(), "the API exited during start-up"
     yield Api(f"http://127.0.0.1:{port}")
     server.should_exit = True
     thread.join(15)

@@ -8,15 +8,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from infra.devstack.processes import free_port
+from infra.devstack.processes import free_port, wait_until
 
 CHRONIK = str(Path(sys.executable).parent / "chronik")
 
@@ -39,15 +38,6 @@ def _processes_mentioning(text: str) -> list[int]:
         if text in cmdline:
             found.append(int(proc.name))
     return found
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 def _ready(port: int) -> bool:
@@ -85,7 +75,7 @@ def test_ready_within_30_s_and_ctrl_c_leaves_nothing_behind(
     dev: tuple[subprocess.Popen[str], int], data_dir: Path
 ) -> None:
     process, port = dev
-    assert _wait_for(lambda: _ready(port), 30), "healthz/readyz not 200 within 30 s"
+    wait_until(lambda: _ready(port), timeout=30, what="healthz and readyz answering 200")
     assert _processes_mentioning(str(data_dir)), "the embedded servers should be running"
 
     process.send_signal(signal.SIGINT)
@@ -96,14 +86,16 @@ def test_ready_within_30_s_and_ctrl_c_leaves_nothing_behind(
     owner_keys = [line for line in output.splitlines() if line.startswith("owner key: chk_")]
     assert len(owner_keys) == 1
     assert "Traceback" not in output
-    assert _wait_for(lambda: not _processes_mentioning(str(data_dir)), 10)
+    wait_until(
+        lambda: not _processes_mentioning(str(data_dir)), timeout=10, what="every process stopping"
+    )
 
 
 def test_a_second_dev_on_the_same_data_refuses_clearly(
     dev: tuple[subprocess.Popen[str], int], data_dir: Path
 ) -> None:
     _, port = dev
-    assert _wait_for(lambda: _ready(port), 30)
+    wait_until(lambda: _ready(port), timeout=30, what="healthz and readyz answering 200")
     second = subprocess.run(
         [CHRONIK, "dev"], env=_env(data_dir, free_port()), capture_output=True, text=True,
         timeout=60,
@@ -118,7 +110,9 @@ def test_a_crashed_parent_takes_its_servers_with_it(
     dev: tuple[subprocess.Popen[str], int], data_dir: Path
 ) -> None:
     process, port = dev
-    assert _wait_for(lambda: _ready(port), 30)
+    wait_until(lambda: _ready(port), timeout=30, what="healthz and readyz answering 200")
     process.kill()  # SIGKILL: no handler of ours runs
     process.wait(10)
-    assert _wait_for(lambda: not _processes_mentioning(str(data_dir)), 15)
+    wait_until(
+        lambda: not _processes_mentioning(str(data_dir)), timeout=15, what="every process stopping"
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,6 +29,7 @@ from infra.email_outbox import Attempt
 from infra.email_sender import EmailSender
 from infra.settings import Settings
 from tests.smtp_server import free_port, smtp_server
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -128,17 +129,6 @@ async def attempts(settings: Settings, email_id: int) -> list[dict[str, Any]]:
             "SELECT * FROM email_attempts WHERE email_id = %s ORDER BY attempt", (email_id,)
         )
         return await cur.fetchall()
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, what: str, within: float = 20.0
-) -> None:
-    """Waits for ``check`` to hold, failing after ``within`` seconds."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"{what} did not happen within {within:g} s")
-        await asyncio.sleep(0.05)
 
 
 async def statuses(settings: Settings) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from nats.js.api import StreamConfig
 from infra.devstack.nats import EmbeddedNats
 from infra.messaging import close_nats, connect_nats, stream_name
 from infra.settings import Settings
+from tests.waiting import eventually
 
 
 @pytest.mark.anyio
@@ -46,11 +46,7 @@ async def test_a_client_is_closed_even_while_nats_is_away(
         client = await connect_nats(settings.model_copy(update={"nats_url": server.url}), name="t")
     finally:
         server.stop()
-    for _ in range(1000):  # until the client has noticed, within 10 s
-        if client.is_reconnecting:
-            break
-        await asyncio.sleep(0.01)
-    assert client.is_reconnecting
+    await eventually(lambda: client.is_reconnecting, what="the client reconnecting", within=10)
     await client.publish("anything", b"buffered while reconnecting")
     await close_nats(client)
     assert client.is_closed
