@@ -47,8 +47,8 @@ class StoredEventSource:
             raise SourceUnavailable(str(exc)) from exc
         return found
 
-    def decode(self, logged: LoggedEvent) -> DomainEvent:
-        event = self._mapper.decode(logged.topic, logged.state)
+    def decode(self, notification: LoggedEvent) -> DomainEvent:
+        event = self._mapper.decode(notification.topic, notification.state)
         assert isinstance(event, DomainEvent)
         return event
 
