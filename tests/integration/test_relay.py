@@ -6,7 +6,6 @@ up once NATS is back."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from tests.projection_support import (
     wait_caught_up,
     write_entry,
 )
+from tests.waiting import eventually
 
 WORKER = RunnerConfig(batch_size=50, poll_interval=0.2, standby_interval=0.2)
 
@@ -352,12 +352,14 @@ def test_a_wait_for_progress_takes_every_notification_kept_meanwhile(
             await relay_conn.execute(f"LISTEN {PROGRESS_CHANNEL}")
             for n in range(20):
                 await projections.execute(f"NOTIFY {PROGRESS_CHANNEL}, '{n}'")
+
             # Queries, as the relay runs between waits: psycopg keeps what
             # arrives meanwhile. Until all 20 are kept (the case under test).
-            deadline = time.monotonic() + 10
-            while len(relay_conn._notifies_backlog or ()) < 20:
-                assert time.monotonic() < deadline, "the notifications never arrived"
+            async def all_kept() -> bool:
                 await relay_conn.execute("SELECT 1")
+                return len(relay_conn._notifies_backlog or ()) >= 20
+
+            await eventually(all_kept, what="all 20 notifications arriving", within=10)
             await _next_notify(relay_conn, 1.0)
             return [n async for n in relay_conn.notifies(timeout=0)]
 
