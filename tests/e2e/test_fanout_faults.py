@@ -36,7 +36,13 @@ from infra.outbound import check_webhook_target
 from infra.settings import Settings
 from projections.event_feed import export_pages
 from tests.e2e.conftest import Api
-from tests.projection_support import TeamFixture, connect, create_team, running_fanout
+from tests.projection_support import (
+    TeamFixture,
+    connect,
+    create_team,
+    running_fanout,
+    wait_caught_up,
+)
 from tests.webhook_receivers import Receiver, receiver
 
 LOOPBACK = [ip_network("127.0.0.0/8")]
@@ -92,8 +98,12 @@ def _expected(
 ) -> set[str]:
     """The ids of the events the endpoint must get: its filter's, after its
     registration, not a private entry's (the feed as the owner sees it would
-    include the owner's private entries, so those are excluded here)."""
+    include the owner's private entries, so those are excluded here). Both
+    read models are waited on to reach the log's head first: a feed that
+    trails the last command would leave its newest events out."""
     url = settings.database_url_value()
+    for projection in ("webhooks", "event_feed"):
+        wait_caught_up(url, projection, timeout=120)
     with connect(url) as conn:
         row = conn.execute(
             "SELECT created_position FROM reads.webhooks WHERE id = %s", (endpoint,)
