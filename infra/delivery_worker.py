@@ -28,6 +28,7 @@ from infra import deliveries, tracing
 from infra.deliveries import Attempt, Claim, Endpoint
 from infra.delivery_policy import Outcome, Verdict, judge, parse_retry_after
 from infra.delivery_successes import SuccessRecorder
+from infra.due_listener import listen_for_due
 from infra.outbound import RefusedAddress, SendFailed, WebhookClient
 from infra.settings import Settings
 from infra.signing import webhook_headers
@@ -68,7 +69,16 @@ class DeliveryWorker:
             timeout=self._settings.webhook_timeout,
             max_connections=self._settings.webhook_concurrency,
         )
-        listener = asyncio.create_task(self._listen(stopping), name="delivery-listener")
+        listener = asyncio.create_task(
+            listen_for_due(
+                self._conninfo,
+                deliveries.DUE_CHANNEL,
+                wake=self._wake,
+                stopping=stopping,
+                application_name="chronik-deliveries",
+            ),
+            name="delivery-listener",
+        )
         # Stopped only once the last send is recorded.
         sent_all = asyncio.Event()
         recorder = asyncio.create_task(self._successes.run(sent_all), name="delivery-successes")
@@ -264,20 +274,6 @@ class DeliveryWorker:
 
         async with self._pool.connection() as conn:
             return await deliveries.record_attempt(conn, claim, attempt, decide)
-
-    async def _listen(self, stopping: asyncio.Event) -> None:
-        """Wakes the claim loop on every NOTIFY of a newly due delivery."""
-        while not stopping.is_set():
-            try:
-                conn = await AsyncConnection.connect(
-                    self._conninfo, autocommit=True, application_name="chronik-deliveries"
-                )
-                async with conn:
-                    await conn.execute(f"LISTEN {deliveries.DUE_CHANNEL}")
-                    async for _ in conn.notifies():
-                        self._wake.set()
-            except (OSError, *_DATABASE_ERRORS):
-                await first_of(stopping, within=1.0)
 
 
 def _server_of(url: str) -> tuple[str, int]:

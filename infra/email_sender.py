@@ -36,6 +36,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
 
 from infra import email_outbox
+from infra.due_listener import listen_for_due
 from infra.email_outbox import Attempt, Claim
 from infra.settings import Settings
 from infra.waiting import first_of
@@ -117,7 +118,16 @@ class EmailSender:
             )
 
     async def run(self, stopping: asyncio.Event) -> None:
-        listener = asyncio.create_task(self._listen(stopping), name="email-listener")
+        listener = asyncio.create_task(
+            listen_for_due(
+                self._conninfo,
+                email_outbox.DUE_CHANNEL,
+                wake=self._wake,
+                stopping=stopping,
+                application_name="chronik-email",
+            ),
+            name="email-listener",
+        )
         try:
             await self._claim_and_send(stopping)
             if self._inflight:  # finish what was started: its claims are ours
@@ -254,23 +264,3 @@ class EmailSender:
         if self._password:
             error = error.replace(self._password, REDACTED)
         return error[:ERROR_CHARS]
-
-    async def _listen(self, stopping: asyncio.Event) -> None:
-        """Wakes the claim loop on every NOTIFY of a newly due email."""
-        last_error: str | None = None
-        while not stopping.is_set():
-            try:
-                conn = await AsyncConnection.connect(
-                    self._conninfo, autocommit=True, application_name="chronik-email"
-                )
-                async with conn:
-                    await conn.execute(f"LISTEN {email_outbox.DUE_CHANNEL}")
-                    self._wake.set()  # anything that came due while we were not listening
-                    last_error = None
-                    async for _ in conn.notifies():
-                        self._wake.set()
-            except (OSError, *_DATABASE_ERRORS) as exc:
-                if str(exc) != last_error:  # once per kind of trouble, not every second
-                    log.warning("email sender cannot listen for due emails", error=str(exc))
-                    last_error = str(exc)
-                await first_of(stopping, within=1.0)
