@@ -279,8 +279,9 @@ async def endpoints_of(conn: Conn, ids: list[UUID]) -> dict[UUID, Endpoint]:
 async def record_attempt(
     conn: Conn, claim: Claim, attempt: Attempt, judge: Callable[[float | None], Verdict]
 ) -> Verdict | None:
-    """Stores the attempt and the endpoint's health, then the delivery's new
-    state as ``judge(failing_for)`` decides; None if the claim was lost."""
+    """Stores an attempt that did not succeed and the endpoint's health, then
+    the delivery's new state as ``judge(failing_for)`` decides; None if the
+    claim was lost. Successes go through ``record_successes``, in batches."""
     params = {
         "id": claim.id,
         "attempt": claim.attempts,
@@ -290,10 +291,6 @@ async def record_attempt(
         "error": attempt.error,
         "excerpt": attempt.excerpt,
     }
-    if attempt.status_code is not None and 200 <= attempt.status_code < 300:
-        # The common case, in one statement (one round trip, atomic by itself).
-        settled = await record_successes(conn, [(claim, attempt)])
-        return judge(None) if (claim.id, claim.attempts) in settled else None
     async with conn.transaction():
         cur = await conn.execute(LOCK_CLAIM, {"id": claim.id, "attempt": claim.attempts})
         current = await cur.fetchone() is not None

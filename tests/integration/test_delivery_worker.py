@@ -233,9 +233,6 @@ def test_a_superseded_claim_records_no_outcome(hook_settings: Settings, store: E
     def judge_disabling(failing_for: float | None) -> Verdict:
         return Verdict("failed", disable_reason="must not be applied")
 
-    def judge_success(failing_for: float | None) -> Verdict:
-        return Verdict("succeeded")
-
     def outcome(status_code: int) -> Attempt:
         return Attempt(datetime.now(UTC), 5, status_code, None, "answer")
 
@@ -250,12 +247,17 @@ def test_a_superseded_claim_records_no_outcome(hook_settings: Settings, store: E
     (after_stale,) = delivery_rows(url)
     assert after_stale == before  # status, due time, last answer: all unchanged
 
-    assert asyncio.run(record(live, 204, judge_success)) == Verdict("succeeded")
+    async def succeed(which: Claim) -> set[tuple[int, int]]:
+        async with await AsyncConnection.connect(conninfo(url), autocommit=True) as conn:
+            return await deliveries.record_successes(conn, [(which, outcome(204))])
+
+    assert asyncio.run(succeed(live)) == {(live.id, live.attempts)}
     (done,) = delivery_rows(url)
     assert (done["status"], done["last_status_code"], done["attempts"]) == ("succeeded", 204, 2)
 
-    # A late outcome of the stale claim does not undo the live one.
+    # A late outcome of the stale claim, failure or success, does not undo the live one.
     assert asyncio.run(record(stale, 500, judge_disabling)) is None
+    assert asyncio.run(succeed(stale)) == set()
     assert delivery_rows(url) == [done]
 
 
