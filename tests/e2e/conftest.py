@@ -59,12 +59,17 @@ class Api:
 
 
 @pytest.fixture
-def api_settings(settings: Settings) -> Settings:
+def api_settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    # A min_position read waits up to 30 s, not the default 5 s, before its
+    # 503 STALE_READ: on a busy test machine (the other xdist worker seeding a
+    # large log) a projection can trail by seconds.
+    marker = request.node.get_closest_marker("read_wait_timeout")
     return settings.model_copy(
         update={
             "operator_token": SecretStr(OPERATOR_TOKEN),
             "http_port": free_port(),
             "projection_poll_interval": 0.5,
+            "read_wait_timeout": float(marker.args[0]) if marker else 30.0,
         }
     )
 

@@ -209,7 +209,9 @@ def test_inbox_off_hides_it_and_email_only_still_emails(api: Api, api_settings: 
     (hidden,) = stored()
     assert hidden["to_address"] == "wim@example.com"
     assert hidden["data"]["_delivery"] == {"inbox": False, "email": "immediate"}
-    # Not in Wim's inbox, not counted, not markable.
+    # Not in Wim's inbox, not counted, not markable. "added" waits for the
+    # members read model, so it may be recorded after the entry's notification.
+    wait_until(lambda: _inbox(wim, team)["unread_count"] == 1, timeout=30, what="added")
     listed = _inbox(wim, team)
     assert [n["kind"] for n in listed["data"]] == ["member_added"]
     assert listed["unread_count"] == 1

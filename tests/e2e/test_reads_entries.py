@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import Api
 
@@ -31,6 +32,7 @@ def test_a_read_with_min_position_sees_the_command_that_returned_it(api: Api) ->
         assert owner.get(f"{url}/{entry_id}", headers=header).json()["data"]["body"] == "more"
 
 
+@pytest.mark.read_wait_timeout(1)
 def test_a_position_the_projection_cannot_reach_answers_503_stale_read(api: Api) -> None:
     team = api.create_team()
     owner, url = _entries(api, team)

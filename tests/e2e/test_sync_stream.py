@@ -111,10 +111,13 @@ def _new_entries(client: httpx.Client, team_id: str, count: int, prefix: str) ->
     return ids
 
 
-def _caught_up_cursor(client: httpx.Client, team_id: str) -> str:
+def _caught_up_cursor(api: Api, client: httpx.Client, team_id: str) -> str:
+    """The cursor after every change written so far through ``api``'s sessions:
+    the first page waits for the sync projection to reach them (a client
+    without a session sends no min_position of its own)."""
     cursor: str | None = None
     while True:
-        params = {"cursor": cursor} if cursor else {}
+        params = {"cursor": cursor} if cursor else {"min_position": api.last_position[0]}
         page = client.get(f"/v1/teams/{team_id}/sync", params=params).json()
         cursor = page["cursor"]
         if not page["has_more"]:
@@ -156,7 +159,7 @@ def test_a_resumed_stream_misses_nothing_and_repeats_nothing(api: Api) -> None:
 def test_last_event_id_wins_over_the_cursor_and_bad_cursors_get_the_envelope(api: Api) -> None:
     team = api.create_team()
     client = api.client(team["owner_key"], session=False)
-    cursor = _caught_up_cursor(client, team["id"])
+    cursor = _caught_up_cursor(api, client, team["id"])
     with _stream(client, team["id"], last_event_id=cursor, cursor="not-a-cursor") as stream:
         assert stream.next(time.monotonic() + DEADLINE) == "heartbeat"
     bad = client.get(f"/v1/teams/{team['id']}/sync/stream", params={"cursor": "not-a-cursor"})
@@ -169,7 +172,7 @@ def test_last_event_id_wins_over_the_cursor_and_bad_cursors_get_the_envelope(api
 def test_silence_is_filled_with_heartbeats(api: Api) -> None:
     team = api.create_team()
     client = api.client(team["owner_key"], session=False)
-    with _stream(client, team["id"], cursor=_caught_up_cursor(client, team["id"])) as stream:
+    with _stream(client, team["id"], cursor=_caught_up_cursor(api, client, team["id"])) as stream:
         deadline = time.monotonic() + DEADLINE
         heartbeats = [item for item in (stream.next(deadline) for _ in range(3))]
     # Caught up and nothing written: only heartbeats.
@@ -180,7 +183,7 @@ def test_long_poll_returns_as_soon_as_a_change_arrives(api: Api) -> None:
     team = api.create_team()
     owner = api.client(team["owner_key"])
     poller = api.client(team["owner_key"], session=False)
-    cursor = _caught_up_cursor(poller, team["id"])
+    cursor = _caught_up_cursor(api, poller, team["id"])
     url = f"/v1/teams/{team['id']}/sync/poll"
     with ThreadPoolExecutor(1) as pool:
         # wait=60: without the early return the answer would be empty.
@@ -199,7 +202,7 @@ def test_long_poll_returns_as_soon_as_a_change_arrives(api: Api) -> None:
 def test_long_poll_returns_empty_after_the_wait_when_nothing_changes(api: Api) -> None:
     team = api.create_team()
     poller = api.client(team["owner_key"], session=False)
-    cursor = _caught_up_cursor(poller, team["id"])
+    cursor = _caught_up_cursor(api, poller, team["id"])
     url = f"/v1/teams/{team['id']}/sync/poll"
     page = poller.get(url, params={"cursor": cursor, "wait": 1}).json()
     assert page["changes"] == []
@@ -249,7 +252,7 @@ def test_a_client_that_stops_reading_is_dropped_alone(
         assert owner.post(f"/v1/teams/{team['id']}/entries", json=entry).status_code == 201
     client = api.client(team["owner_key"], session=False)
     key_id = client.get("/v1/me").json()["key_id"]
-    with _stream(client, team["id"], cursor=_caught_up_cursor(client, team["id"])) as healthy:
+    with _stream(client, team["id"], cursor=_caught_up_cursor(api, client, team["id"])) as healthy:
         deadline = time.monotonic() + DEADLINE
         url = urlsplit(api.base_url)
         with socket.socket() as slow:

@@ -131,7 +131,11 @@ def test_a_410_disables_the_endpoint_and_records_webhook_disabled(api: Api) -> N
         (event,) = _feed(api, team, "webhook.disabled")
         assert "410" in event["data"]["reason"]
         assert event["actor"] is None  # Chronik did it, not a member
-        endpoint = owner.get(f"/v1/teams/{team['id']}/webhooks/{endpoint_id}").json()["data"]
+        # The worker wrote the event, not this session: read at its position.
+        endpoint = owner.get(
+            f"/v1/teams/{team['id']}/webhooks/{endpoint_id}",
+            params={"min_position": event["position"]},
+        ).json()["data"]
         assert endpoint["enabled"] is False
         assert len(gone.received()) == 1
 

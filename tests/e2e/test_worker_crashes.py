@@ -193,7 +193,8 @@ def test_a_standby_worker_process_takes_over_from_a_killed_one(settings: Setting
             first[0].kill()
             first[0].wait(timeout=10)
             entries.create_entry(store, CommandContext(actor=team.owner), CreateEntry(title="x"))
-            generation = wait_caught_up(url, "entries", timeout=15)
+            # The standby is a fresh process: its start-up is inside this bound.
+            generation = wait_caught_up(url, "entries", timeout=60)
             first[0] = _start_worker(settings)  # so the outer block has one to stop
     store.close()
     assert generation.applied_events == 1
