@@ -46,15 +46,18 @@ from typing import Any
 import httpx
 import nats
 import psycopg
+from nats.js.errors import NotFoundError
 
 from bench.common import configured_servers, fresh_database
 from bench.receiver import RemoteReceiver, running_receiver
 from bench.soak_load import LoadStats, SoakTeam, drive
 from bench.sse_clients import rss_kib
+from infra import webhook_fanout
 from infra.db import PostgresTarget
 from infra.devstack.processes import free_port, wait_until
 from infra.event_store import head_position, open_event_store
 from infra.fanout_status import fanout_status
+from infra.messaging import stream_name
 from infra.operations import WORKER_ROLES
 from infra.settings import Settings
 from projections import registry
@@ -185,20 +188,37 @@ def _setup_teams(url: str, base_url: str, receiver: RemoteReceiver) -> list[Soak
     return teams
 
 
+async def _webhook_consumer_idle(nats_url: str, stream: str) -> bool:
+    """The webhook consumer has taken and acknowledged everything published:
+    the deliveries of every relayed event are made."""
+    client = await nats.connect(nats_url, connect_timeout=5, allow_reconnect=False)
+    try:
+        try:
+            info = await client.jetstream().consumer_info(stream, webhook_fanout.CONSUMER)
+        except NotFoundError:  # not made yet: nothing consumed
+            return False
+        idle: bool = info.num_pending == 0 and info.num_ack_pending == 0
+        return idle
+    finally:
+        await client.close()
+
+
 def _webhooks_drained(
-    conn: psycopg.Connection[Any], receiver: RemoteReceiver
+    conn: psycopg.Connection[Any], receiver: RemoteReceiver, *, nats_url: str, stream: str
 ) -> tuple[bool, int, int]:
     """(all delivered, deliveries made, distinct deliveries the receiver got).
-    Not drained while the relay trails the log: the deliveries of the events it
-    has yet to publish are not made yet."""
+    In the order the fan-out works: the relay has published up to the head,
+    the webhook consumer has made the deliveries of all it was given, none is
+    left to send, and the receiver has every one."""
+    relayed = fanout_status(conn).relay_lag == 0
+    consumed = relayed and asyncio.run(_webhook_consumer_idle(nats_url, stream))
     with conn.transaction():
         row = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE status <> 'succeeded') FROM webhook_deliveries"
         ).fetchone()
-        relay_lag = fanout_status(conn).relay_lag
-    made, pending = (int(row[0]), int(row[1])) if row else (0, 0)
+    made, unsettled = (int(row[0]), int(row[1])) if row else (0, 0)
     received, _ = receiver.count()
-    return relay_lag == 0 and pending == 0 and received >= made, made, received
+    return consumed and unsettled == 0 and received >= made, made, received
 
 
 def soak(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -255,14 +275,21 @@ def _soak(settings: Settings, args: argparse.Namespace, namespace: str) -> dict[
             )
             load_seconds = time.monotonic() - started
             drained = False
+            ours = settings.model_copy(update={"nats_namespace": namespace})
+            events = stream_name(ours, "events")
+
+            def drained_now() -> tuple[bool, int, int]:
+                nats_url = settings.nats_url or ""
+                return _webhooks_drained(conn, receiver, nats_url=nats_url, stream=events)
+
             with contextlib.suppress(TimeoutError):
                 wait_until(
-                    lambda: _webhooks_drained(conn, receiver)[0],
+                    lambda: drained_now()[0],
                     timeout=args.drain_timeout,
                     what="the webhooks delivered",
                 )
                 drained = True
-            _, deliveries, received = _webhooks_drained(conn, receiver)
+            _, deliveries, received = drained_now()
             samples.take(conn, started)  # after the drain: the lag once the load stopped
     return verdict(
         args, samples, stats,

@@ -282,6 +282,9 @@ async def record_attempt(
     """Stores an attempt that did not succeed and the endpoint's health, then
     the delivery's new state as ``judge(failing_for)`` decides; None if the
     claim was lost. Successes go through ``record_successes``, in batches."""
+    if attempt.status_code is not None and 200 <= attempt.status_code < 300:
+        # Here it would count against the endpoint's health.
+        raise ValueError("a successful attempt is recorded by record_successes")
     params = {
         "id": claim.id,
         "attempt": claim.attempts,

@@ -37,7 +37,9 @@ class Api:
         hooks: dict[str, list[Any]] = {"request": [], "response": []}
         if session:
             hooks = {"request": [self._wait_for_writes], "response": [self._remember_position]}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30, event_hooks=hooks)
+        # Longer than a min_position read may wait (api_settings): a slow
+        # projection answers 503 STALE_READ, not a client timeout.
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=60, event_hooks=hooks)
 
     def _wait_for_writes(self, request: httpx.Request) -> None:
         if request.method == "GET" and "Chronik-Min-Position" not in request.headers:

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from infra.db import PostgresTarget
 from infra.event_store import open_event_store
@@ -192,6 +193,12 @@ def test_min_position_waits_for_the_feed(api: Api) -> None:
     found = owner.get(_url(team["id"]), params={"min_position": position, "types": "entry.created"})
     assert found.status_code == 200
     assert [e["data"]["title"] for e in found.json()["data"]] == ["now"]
+
+
+@pytest.mark.read_wait_timeout(1)
+def test_a_position_the_feed_cannot_reach_answers_503(api: Api) -> None:
+    team = api.create_team()
+    owner = api.client(team["owner_key"], session=False)
     far = owner.get(_url(team["id"]), params={"min_position": 10**12})
     assert far.status_code == 503
     assert far.json()["error"]["details"]["projection"] == "event_feed"

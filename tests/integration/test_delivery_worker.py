@@ -251,6 +251,9 @@ def test_a_superseded_claim_records_no_outcome(hook_settings: Settings, store: E
         async with await AsyncConnection.connect(conninfo(url), autocommit=True) as conn:
             return await deliveries.record_successes(conn, [(which, outcome(204))])
 
+    with pytest.raises(ValueError, match="record_successes"):  # it would count as a failure
+        asyncio.run(record(live, 204, judge_disabling))
+    assert delivery_rows(url) == [after_stale]
     assert asyncio.run(succeed(live)) == {(live.id, live.attempts)}
     (done,) = delivery_rows(url)
     assert (done["status"], done["last_status_code"], done["attempts"]) == ("succeeded", 204, 2)

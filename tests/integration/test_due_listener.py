@@ -53,7 +53,9 @@ async def _notify(conninfo: str) -> None:
 async def _listeners(conninfo: str) -> int:
     async with await AsyncConnection.connect(conninfo, autocommit=True) as conn:
         cur = await conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (APPLICATION,)
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = %s AND datname = current_database()",
+            (APPLICATION,),
         )
         row = await cur.fetchone()
         return 0 if row is None else int(row[0])
@@ -71,7 +73,8 @@ async def test_a_notify_wakes_and_a_lost_connection_is_opened_again(database_url
             wake.clear()
 
             terminate = (
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s"
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s AND datname = current_database()"
             )
             assert await _execute(conninfo, terminate, APPLICATION) == 1
             await eventually(wake.is_set, what="a wake on connecting again", within=10)
