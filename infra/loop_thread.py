@@ -38,10 +38,29 @@ class LoopThread:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        asyncio.run(self._until_stopped())
+        with asyncio.Runner() as runner:
+            runner.run(self._until_stopped())
+            # The runner cancels the tasks left when ``main`` returns, but not
+            # those they start while being cancelled (a NATS client that
+            # reconnects as it is torn down starts a reader, a pinger and a
+            # flusher): left pending as the loop closes, they fail later at
+            # garbage collection, "Event loop is closed".
+            runner.run(_cancel_leftovers())
 
     async def _until_stopped(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self._started.set()
         await self._main(self._stopping)
+
+
+async def _cancel_leftovers(rounds: int = 10) -> None:
+    """Cancels every other task of this loop, and then those started meanwhile."""
+    this = asyncio.current_task()
+    for _ in range(rounds):
+        left = [task for task in asyncio.all_tasks() if task is not this]
+        if not left:
+            return
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
