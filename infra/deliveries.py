@@ -20,7 +20,7 @@ from psycopg import AsyncConnection
 from psycopg.errors import UndefinedColumn
 from psycopg.rows import dict_row
 
-from infra.delivery_policy import Verdict
+from infra.delivery_policy import Outcome, Verdict
 from projections.webhooks import WebhooksProjection
 
 __all__ = [
@@ -282,7 +282,7 @@ async def record_attempt(
     """Stores an attempt that did not succeed and the endpoint's health, then
     the delivery's new state as ``judge(failing_for)`` decides; None if the
     claim was lost. Successes go through ``record_successes``, in batches."""
-    if attempt.status_code is not None and 200 <= attempt.status_code < 300:
+    if Outcome(attempt.status_code).succeeded:
         # Here it would count against the endpoint's health.
         raise ValueError("a successful attempt is recorded by record_successes")
     params = {
