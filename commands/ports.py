@@ -40,6 +40,11 @@ class StoredResponse:
 class EventStorePort(Protocol):
     def get(self, aggregate_id: UUID, cls: type[A]) -> A | None: ...
 
+    def get_if_current(self, aggregate_id: UUID, cls: type[A]) -> A | None:
+        """A copy from memory, when it is known to be current and no other
+        thread is loading it; None otherwise (``get`` would wait or query)."""
+        ...
+
     def save(
         self,
         aggregates: Sequence[Aggregate],

@@ -177,6 +177,17 @@ class EventStore(Application[UUID]):
             raise Unavailable(str(exc)) from exc
         return aggregate if isinstance(aggregate, cls) else None
 
+    def get_if_current(self, aggregate_id: UUID, cls: type[A]) -> A | None:
+        # Never waits: the caller is an event loop (see api.dependencies.signed_in).
+        lock = _LOAD_LOCKS.lock(aggregate_id)
+        if not lock.acquire(blocking=False):
+            return None
+        try:
+            aggregate = self._current_copy(aggregate_id)
+        finally:
+            lock.release()
+        return aggregate if isinstance(aggregate, cls) else None
+
     @property
     def freshness(self) -> AggregateFreshness | None:
         return self._freshness

@@ -48,7 +48,7 @@ MAX_VERSION: Final = 2**62
 FeedFresh = Annotated[None, Depends(fresh("event_feed"))]
 
 
-def audit_reader(actor: TeamActor) -> Actor:
+async def audit_reader(actor: TeamActor) -> Actor:
     # After the team check: another team's key gets 404 before any 403.
     if not actor.may_audit:
         raise ApiError(403, "FORBIDDEN", "only owners, admins and auditors may read the audit")

@@ -204,7 +204,7 @@ class LiveSync:
             task.exception()  # marked retrieved even if every waiter has left
 
 
-def live_sync(request: Request) -> LiveSync:
+async def live_sync(request: Request) -> LiveSync:
     # Built on first use, beside the positions it watches: one per application.
     state = request.app.state
     live: LiveSync | None = getattr(state, "live_sync", None)

@@ -18,6 +18,7 @@ from infra.aggregate_freshness import AggregateFreshness
 from infra.db import PostgresTarget
 from infra.devstack.processes import wait_until
 from infra.event_store import (
+    _LOAD_LOCKS,
     FRESHNESS_READER,
     EventStore,
     head_position,
@@ -236,3 +237,51 @@ def test_only_aggregates_with_appended_events_are_cached_by_a_save(
     with pytest.raises(KeyError):
         cache.get(stale.id)
     assert cache.get(changed.id).version == 1
+
+
+def test_from_memory_only_a_current_copy_is_given_and_nothing_waits(
+    open_store: Callable[..., EventStore],
+) -> None:
+    here, there = open_store(), open_store()
+    counter = Counter()
+    there.save([counter], metadata=METADATA)
+    loads = _counting_loads(here)
+    assert here.get_if_current(counter.id, Counter) is None  # not in memory here
+    assert here.get(counter.id, Counter) is not None
+
+    copy = here.get_if_current(counter.id, Counter)
+    assert copy is not None
+    copy.add(Decimal(3))  # a copy: the cached one is not changed by this
+    assert here.get_if_current(counter.id, Counter).total == Decimal(0)  # type: ignore[union-attr]
+    assert here.get_if_current(counter.id, Aggregate) is not None
+    assert len(loads) == 1
+
+    elsewhere = there.get(counter.id, Counter)
+    assert elsewhere is not None
+    elsewhere.add(Decimal(5))
+    [changed_at] = there.save([elsewhere], metadata=METADATA)
+    wait_until(_caught_up(here, changed_at), timeout=10, what="the change read here")
+    assert here.get_if_current(counter.id, Counter) is None  # known to be stale
+    assert len(loads) == 1
+
+
+def test_from_memory_gives_nothing_while_another_thread_loads_it(
+    open_store: Callable[..., EventStore],
+) -> None:
+    store = open_store()
+    counter = Counter()
+    store.save([counter], metadata=METADATA)
+    assert store.get_if_current(counter.id, Counter) is not None
+    with _LOAD_LOCKS.held(counter.id):  # as a get() of another thread
+        assert store.get_if_current(counter.id, Counter) is None
+    assert store.get_if_current(counter.id, Counter) is not None
+
+
+def test_without_following_nothing_is_given_from_memory(
+    open_store: Callable[..., EventStore],
+) -> None:
+    store = open_store(follow_changes=False)
+    counter = Counter()
+    store.save([counter], metadata=METADATA)
+    assert store.get(counter.id, Counter) is not None
+    assert store.get_if_current(counter.id, Counter) is None

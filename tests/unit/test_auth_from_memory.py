@@ -1,0 +1,105 @@
+"""The authenticator's no-wait path (what the event loop asks before handing a
+request to a thread): it answers from memory or says it cannot (no database)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+import commands.auth
+from aggregates.base import Actor, Role
+from aggregates.team import Team
+from commands.auth import Authenticator, new_key
+from commands.errors import Unauthenticated
+
+
+class TeamStore:
+    """One team; ``in_memory`` says whether the store holds a current copy."""
+
+    def __init__(self, team: Team, key_id: str) -> None:
+        self.team, self.key_id = team, key_id
+        self.in_memory = True
+        self.queries = 0
+
+    def get(self, aggregate_id: UUID, cls: type[Any]) -> Any:
+        self.queries += 1
+        return self.team if aggregate_id == self.team.id else None
+
+    def get_if_current(self, aggregate_id: UUID, cls: type[Any]) -> Any:
+        return self.team if self.in_memory and aggregate_id == self.team.id else None
+
+    def team_of_key(self, key_id: str) -> UUID | None:
+        self.queries += 1
+        return self.team.id if key_id == self.key_id else None
+
+
+@pytest.fixture
+def scrypt_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+
+    def verify(secret: str, stored: str) -> bool:
+        calls.append(secret)
+        return secret.startswith("right")
+
+    monkeypatch.setattr(commands.auth, "verify_secret", verify)
+    return calls
+
+
+def _setup() -> tuple[Team, Actor, str, TeamStore]:
+    owner = uuid.uuid4()
+    team = Team.create(
+        id=uuid.uuid4(), name="Crew", plan="free", owner_user_id=owner,
+        owner_email="o@example.org", owner_display_name="Olga",
+    )  # fmt: skip
+    key = new_key()
+    actor = Actor(owner, Role.OWNER, team.id)
+    team.issue_api_key(actor, key_id=key.key_id, user_id=owner, name="k", secret_hash="scrypt$x")
+    return team, actor, key.key_id, TeamStore(team, key.key_id)
+
+
+RIGHT = "right-secret-0000000000"
+
+
+def test_a_key_seen_before_is_answered_from_memory(scrypt_calls: list[str]) -> None:
+    team, actor, key_id, store = _setup()
+    authenticator = Authenticator(store)  # type: ignore[arg-type]
+    token = f"chk_{key_id}_{RIGHT}"
+    assert authenticator.authenticate_from_memory(token) is None  # the key is new here
+
+    first = authenticator.authenticate(token)
+    queries = store.queries
+    again = authenticator.authenticate_from_memory(token)
+
+    assert again is not None
+    assert again.actor == first.actor == Actor(actor.user_id, Role.OWNER, team.id, key_id=key_id)
+    assert scrypt_calls == [RIGHT]  # once, by authenticate
+    assert store.queries == queries
+
+
+def test_what_memory_cannot_tell_is_left_to_authenticate(scrypt_calls: list[str]) -> None:
+    _, _, key_id, store = _setup()
+    authenticator = Authenticator(store)  # type: ignore[arg-type]
+    authenticator.authenticate(f"chk_{key_id}_{RIGHT}")
+
+    # Another secret for the same key: only scrypt can judge it.
+    assert authenticator.authenticate_from_memory(f"chk_{key_id}_wrong-secret-000000000") is None
+    store.in_memory = False  # the team's copy is not known to be current
+    assert authenticator.authenticate_from_memory(f"chk_{key_id}_{RIGHT}") is None
+    assert scrypt_calls == [RIGHT]
+
+
+def test_a_revoked_key_is_refused_from_memory(scrypt_calls: list[str]) -> None:
+    team, actor, key_id, store = _setup()
+    authenticator = Authenticator(store)  # type: ignore[arg-type]
+    token = f"chk_{key_id}_{RIGHT}"
+    authenticator.authenticate(token)
+
+    team.revoke_api_key(actor, key_id)
+
+    with pytest.raises(Unauthenticated):
+        authenticator.authenticate_from_memory(token)
+    with pytest.raises(Unauthenticated):
+        authenticator.authenticate(token)
