@@ -11,7 +11,7 @@ from copy import deepcopy
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 from uuid import UUID
 
 from eventsourcing.domain import (
@@ -134,13 +134,31 @@ class DomainEvent(BaseModel):
 
 
 class Aggregate(LibraryAggregate):
-    """An aggregate whose events are typed pydantic models."""
+    """An aggregate whose events are typed pydantic models.
+
+    Its attributes hold immutable values, or dicts, lists or sets of them
+    (tests/unit/domain/test_aggregate_copies.py checks each aggregate), so a
+    deep copy copies those containers and nothing inside them.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        # The event store hands out and caches copies, several per request:
+        # copy.deepcopy's walk of every value cost more than the rest of a
+        # cached load (a team's members and keys are frozen records).
+        copied = object.__new__(type(self))
+        copied.__dict__.update({k: _copy_container(v) for k, v in self.__dict__.items()})
+        return copied
 
     class Event(DomainEvent, CanMutateAggregate[UUID]):
         pass
 
     class Created(Event, CanInitAggregate[UUID]):
         originator_topic: str
+
+
+def _copy_container(value: Any) -> Any:
+    kind = type(value)
+    return kind(value) if kind in (dict, list, set) else value
 
 
 class SnapshotState(BaseModel):
