@@ -49,6 +49,19 @@ __all__ = ["create_app", "create_server_app"]
 
 _UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
+# FastAPI tries the routers in turn, each costing tens of microseconds for a
+# request it does not answer (a create cost 99 us of matching as the ninth
+# route): the busiest first. No request can match routes of two routers
+# (tests/unit/test_route_order.py), so the order changes nothing else.
+ROUTERS = (
+    entries, sync, sync_stream, events, members, teams, prompts, webhooks, notifications,
+    usage, webhook_deliveries, audit, audit_ledger, health, metrics,
+)  # fmt: skip
+DOCUMENTED_TAGS = (
+    "operations", "teams", "members", "entries", "prompts", "webhooks", "usage", "sync",
+    "events", "audit", "notifications",
+)  # fmt: skip
+
 
 def _untraced(scope: MutableMapping[str, Any]) -> bool:
     return scope.get("path") in _UNTRACED_PATHS
@@ -105,6 +118,8 @@ def create_app(settings: Settings | None = None, *, settle_heap_on_start: bool =
         lifespan=lifespan,
         # Tracing on: probes and scrapes every few seconds would bury the commands.
         telemetry={"exclude": _untraced},
+        # The reference lists resources in this order, whatever order they are matched in.
+        openapi_tags=[{"name": tag} for tag in DOCUMENTED_TAGS],
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -117,10 +132,6 @@ def create_app(settings: Settings | None = None, *, settle_heap_on_start: bool =
     app.add_middleware(RequestIdMiddleware)
     # Outermost: counts every answer, those of the middleware above too.
     app.add_middleware(HttpMetricsMiddleware)
-    routers = (
-        health, metrics, teams, members, entries, prompts, webhooks, usage, sync, sync_stream,
-        events, webhook_deliveries, audit, audit_ledger, notifications,
-    )  # fmt: skip
-    for module in routers:
+    for module in ROUTERS:
         app.include_router(module.router)
     return app
