@@ -159,20 +159,22 @@ class AggregateFreshness:
             rows: list[tuple[int, UUID, int]] = []
         else:
             rows = conn.execute(SELECT_CHANGES, (after, READ_LIMIT)).fetchall()
+        # An aggregate's versions grow along the log, so the last of the batch
+        # is its newest, and newer than any noted before: worked out before
+        # the lock is taken, since the event loop takes it too (authentication
+        # from memory). A first version needs no note: nothing can have been
+        # cached before the aggregate existed (most events of a busy log).
+        newest = {aggregate_id: version for _, aggregate_id, version in rows if version > 1}
+        read_to = rows[-1][0] if rows else after
         with self._lock:
             if first:
                 # A copy saved before the head (its save raced the first read)
                 # may have been overtaken by an event this reader never reads.
                 self._floor = after
-            if len(self._versions) + len(rows) > MAX_VERSIONS:
+            if len(self._versions) + len(newest) > MAX_VERSIONS:
                 self._versions.clear()
                 self._floor = after
-            for position, aggregate_id, version in rows:
-                # A first version needs no note: nothing can have been cached
-                # before the aggregate existed (most events of a busy log).
-                if version > max(1, self._versions.get(aggregate_id, 0)):
-                    self._versions[aggregate_id] = version
-                after = position
-            self._position = after
+            self._versions.update(newest)
+            self._position = read_to
             self._read_at = time.monotonic()
         return len(rows)

@@ -3,6 +3,7 @@ real PostgreSQL: two stores on one database stand for two API processes."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -35,10 +36,15 @@ class Counter(Aggregate):
     @event("Started")
     def __init__(self) -> None:
         self.total = Decimal(0)
+        self.labels: dict[str, int] = {}
 
     @event("Added")
     def add(self, amount: Decimal) -> None:
         self.total += amount
+
+    @event("Labelled")
+    def label(self, name: str) -> None:
+        self.labels[name] = self.labels.get(name, 0) + 1  # changed in place
 
 
 @pytest.fixture
@@ -251,8 +257,10 @@ def test_from_memory_only_a_current_copy_is_given_and_nothing_waits(
 
     copy = here.get_if_current(counter.id, Counter)
     assert copy is not None
-    copy.add(Decimal(3))  # a copy: the cached one is not changed by this
-    assert here.get_if_current(counter.id, Counter).total == Decimal(0)  # type: ignore[union-attr]
+    copy.label("mine")  # a copy: the cached one, its dict included, is not changed by this
+    again = here.get_if_current(counter.id, Counter)
+    assert again is not None
+    assert (again.version, again.labels) == (1, {})
     assert here.get_if_current(counter.id, Aggregate) is not None
     assert len(loads) == 1
 
@@ -272,8 +280,26 @@ def test_from_memory_gives_nothing_while_another_thread_loads_it(
     counter = Counter()
     store.save([counter], metadata=METADATA)
     assert store.get_if_current(counter.id, Counter) is not None
-    with _LOAD_LOCKS.held(counter.id):  # as a get() of another thread
-        assert store.get_if_current(counter.id, Counter) is None
+    holding, release = threading.Event(), threading.Event()
+
+    def load_elsewhere() -> None:  # as a get() of another thread, mid-load
+        with _LOAD_LOCKS.held(counter.id):
+            holding.set()
+            release.wait(10)
+
+    loader = threading.Thread(target=load_elsewhere)
+    loader.start()
+    assert holding.wait(10)
+    answers: list[Counter | None] = []
+    asker = threading.Thread(
+        target=lambda: answers.append(store.get_if_current(counter.id, Counter))
+    )
+    asker.start()
+    asker.join(5)  # it must answer without waiting for the loader
+    release.set()
+    loader.join(10)
+    asker.join(10)
+    assert answers == [None]
     assert store.get_if_current(counter.id, Counter) is not None
 
 

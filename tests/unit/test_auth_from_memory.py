@@ -103,3 +103,52 @@ def test_a_revoked_key_is_refused_from_memory(scrypt_calls: list[str]) -> None:
         authenticator.authenticate_from_memory(token)
     with pytest.raises(Unauthenticated):
         authenticator.authenticate(token)
+
+
+def test_a_members_new_role_and_removal_are_judged_from_memory(scrypt_calls: list[str]) -> None:
+    team, owner, _, store = _setup()
+    member, key = uuid.uuid4(), new_key()
+    team.add_member(
+        owner, user_id=member, email="m@example.org", display_name="M", role=Role.MEMBER
+    )
+    team.issue_api_key(owner, key_id=key.key_id, user_id=member, name="k", secret_hash="scrypt$m")
+    store.key_id = key.key_id
+    authenticator = Authenticator(store)  # type: ignore[arg-type]
+    token = f"chk_{key.key_id}_{RIGHT}"
+    assert authenticator.authenticate(token).actor.role is Role.MEMBER
+
+    team.change_role(owner, member, Role.ADMIN)
+    promoted = authenticator.authenticate_from_memory(token)
+    assert promoted is not None
+    assert promoted.actor.role is Role.ADMIN
+
+    team.remove_member(owner, member)
+    with pytest.raises(Unauthenticated):
+        authenticator.authenticate_from_memory(token)
+    assert scrypt_calls == [RIGHT]
+
+
+def test_a_key_its_team_does_not_hold_is_refused_from_memory(scrypt_calls: list[str]) -> None:
+    team, _, key_id, store = _setup()
+    authenticator = Authenticator(store)  # type: ignore[arg-type]
+    authenticator.authenticate(f"chk_{key_id}_{RIGHT}")
+    # The key's team, as memory has it, does not list the key.
+    store.team = Team.create(
+        id=team.id, name="Crew", plan="free", owner_user_id=uuid.uuid4(),
+        owner_email="p@example.org", owner_display_name="Pia",
+    )  # fmt: skip
+
+    with pytest.raises(Unauthenticated):
+        authenticator.authenticate_from_memory(f"chk_{key_id}_{RIGHT}")
+
+
+def test_a_wrong_secret_is_left_to_scrypt_which_refuses_it(scrypt_calls: list[str]) -> None:
+    _, _, key_id, store = _setup()
+    authenticator = Authenticator(store)  # type: ignore[arg-type]
+    authenticator.authenticate(f"chk_{key_id}_{RIGHT}")
+    wrong = f"chk_{key_id}_wrong-secret-000000000"
+
+    assert authenticator.authenticate_from_memory(wrong) is None
+    with pytest.raises(Unauthenticated):
+        authenticator.authenticate(wrong)
+    assert scrypt_calls == [RIGHT, "wrong-secret-000000000"]
