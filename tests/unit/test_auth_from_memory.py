@@ -4,8 +4,6 @@ request to a thread): it answers from memory or says it cannot (no database)."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
-from uuid import UUID
 
 import pytest
 
@@ -14,26 +12,7 @@ from aggregates.base import Actor, Role
 from aggregates.team import Team
 from commands.auth import Authenticator, new_key
 from commands.errors import Unauthenticated
-
-
-class TeamStore:
-    """One team; ``in_memory`` says whether the store holds a current copy."""
-
-    def __init__(self, team: Team, key_id: str) -> None:
-        self.team, self.key_id = team, key_id
-        self.in_memory = True
-        self.queries = 0
-
-    def get(self, aggregate_id: UUID, cls: type[Any]) -> Any:
-        self.queries += 1
-        return self.team if aggregate_id == self.team.id else None
-
-    def get_if_current(self, aggregate_id: UUID, cls: type[Any]) -> Any:
-        return self.team if self.in_memory and aggregate_id == self.team.id else None
-
-    def team_of_key(self, key_id: str) -> UUID | None:
-        self.queries += 1
-        return self.team.id if key_id == self.key_id else None
+from tests.unit.auth_support import TeamStore, team_with_owner_key
 
 
 @pytest.fixture
@@ -49,15 +28,8 @@ def scrypt_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _setup() -> tuple[Team, Actor, str, TeamStore]:
-    owner = uuid.uuid4()
-    team = Team.create(
-        id=uuid.uuid4(), name="Crew", plan="free", owner_user_id=owner,
-        owner_email="o@example.org", owner_display_name="Olga",
-    )  # fmt: skip
-    key = new_key()
-    actor = Actor(owner, Role.OWNER, team.id)
-    team.issue_api_key(actor, key_id=key.key_id, user_id=owner, name="k", secret_hash="scrypt$x")
-    return team, actor, key.key_id, TeamStore(team, key.key_id)
+    team, owner, key_id = team_with_owner_key()
+    return team, owner, key_id, TeamStore(team, key_id)
 
 
 RIGHT = "right-secret-0000000000"

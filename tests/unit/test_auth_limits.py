@@ -4,40 +4,18 @@ wrong secrets are never remembered, so many at once must queue."""
 from __future__ import annotations
 
 import threading
-import uuid
-from typing import Any
-from uuid import UUID
 
 import pytest
 
 import commands.auth
-from aggregates.base import Actor, Role
-from aggregates.team import Team
-from commands.auth import SCRYPT_AT_ONCE, Authenticator, new_key
+from commands.auth import SCRYPT_AT_ONCE, Authenticator
 from commands.errors import Unauthenticated
 from infra.devstack.processes import wait_until
-
-
-class OneTeam:
-    def __init__(self, team: Team, key_id: str) -> None:
-        self.team, self.key_id = team, key_id
-
-    def get(self, aggregate_id: UUID, cls: type[Any]) -> Any:
-        return self.team if aggregate_id == self.team.id else None
-
-    def team_of_key(self, key_id: str) -> UUID | None:
-        return self.team.id if key_id == self.key_id else None
+from tests.unit.auth_support import TeamStore, team_with_owner_key
 
 
 def test_no_more_than_a_few_secrets_are_checked_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    owner = uuid.uuid4()
-    team = Team.create(
-        id=uuid.uuid4(), name="Crew", plan="free", owner_user_id=owner,
-        owner_email="o@example.org", owner_display_name="Olga",
-    )  # fmt: skip
-    key = new_key()
-    actor = Actor(owner, Role.OWNER, team.id)
-    team.issue_api_key(actor, key_id=key.key_id, user_id=owner, name="k", secret_hash="scrypt$x")
+    team, _, key_id = team_with_owner_key()
     inside, most, release = [0], [0], threading.Event()
     lock = threading.Lock()
 
@@ -51,12 +29,12 @@ def test_no_more_than_a_few_secrets_are_checked_at_once(monkeypatch: pytest.Monk
         return False
 
     monkeypatch.setattr(commands.auth, "verify_secret", slow_verify)
-    authenticator = Authenticator(OneTeam(team, key.key_id))  # type: ignore[arg-type]
+    authenticator = Authenticator(TeamStore(team, key_id))  # type: ignore[arg-type]
     refused: list[bool] = []
 
     def sign_in(n: int) -> None:
         try:
-            authenticator.authenticate(f"chk_{key.key_id}_wrong-secret-{n:016d}")
+            authenticator.authenticate(f"chk_{key_id}_wrong-secret-{n:016d}")
         except Unauthenticated:
             refused.append(True)
 
